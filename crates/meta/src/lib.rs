@@ -1,0 +1,287 @@
+//! Durable metadata: which streams exist, their shards, their configs, and the counter
+//! that hands out idempotent-producer ids.
+//!
+//! Everything lives in one small JSON document, `meta/metadata.json` under the data
+//! directory. Metadata changes rarely (a topic is created, a shard split), so the whole
+//! document is rewritten on every change the crash-safe way: write `metadata.json.tmp`,
+//! fsync it, rename it over the old file, fsync the directory. A crash at any point leaves
+//! either the old or the new document, never a mix; a stray `.tmp` is removed on open.
+//!
+//! The document carries a `format_version`; an unknown version is refused rather than
+//! misread. Depends on core only.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The metadata format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Producer ids are reserved from disk in blocks, so that handing one out rarely costs a
+/// write, and a crash can only skip ids, never reuse them.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Why metadata could not be loaded or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem call failed.
+    #[error("metadata i/o on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The document is not valid JSON of the expected shape.
+    #[error("metadata file {path} is corrupt: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The document was written by a newer Shardline.
+    #[error("metadata file {path} has format version {found}; this build reads version {FORMAT_VERSION}")]
+    UnknownVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+}
+
+/// One shard as stored. Hash keys are decimal strings, as Kinesis prints them, because
+/// JSON numbers cannot hold 128 bits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// Index in the stream (the Kafka partition number).
+    pub index: u32,
+    /// First hash key owned, inclusive, decimal.
+    pub starting_hash_key: String,
+    /// Last hash key owned, inclusive, decimal.
+    pub ending_hash_key: String,
+    /// Parent shard index for split or merge children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
+    /// The second parent of a merge child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjacent_parent: Option<u32>,
+    /// When the shard was created, ms since the epoch.
+    pub created_ms: i64,
+    /// Set once the shard is closed by a reshard: the offset after its last record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending_offset: Option<u64>,
+}
+
+/// One stream (Kafka topic) as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    /// Stream / topic name.
+    pub name: String,
+    /// Stable topic id (Kafka Metadata v10+), 32 hex digits.
+    pub topic_id: String,
+    /// When the stream was created, ms since the epoch.
+    pub created_ms: i64,
+    /// Shards ever created and not yet expired, by index.
+    pub shards: Vec<ShardRecord>,
+    /// Per-stream settings, with Kafka's config names as keys (`retention.ms`, …). Only
+    /// values set explicitly are stored; the broker fills in defaults.
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The whole metadata document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// See [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// A stable id for this cluster (Kafka's cluster id), chosen when the data dir is new.
+    pub cluster_id: String,
+    /// Streams by name.
+    pub streams: BTreeMap<String, StreamRecord>,
+    /// Producer ids below this value may have been handed out already.
+    pub producer_id_reserved_until: i64,
+}
+
+/// Loads, holds and saves the metadata document. Not thread-safe: the broker keeps it
+/// behind a mutex and calls [`MetaStore::save`] after each change.
+#[derive(Debug)]
+pub struct MetaStore {
+    dir: PathBuf,
+    metadata: Metadata,
+    next_producer_id: i64,
+}
+
+impl MetaStore {
+    /// Opens the store under `data_dir/meta`, creating a fresh document with
+    /// `new_cluster_id` if there is none.
+    pub fn open(data_dir: &Path, new_cluster_id: &str) -> Result<MetaStore, Error> {
+        let dir = data_dir.join("meta");
+        fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let tmp = dir.join("metadata.json.tmp");
+        if tmp.exists() {
+            // A crash between write and rename: the old document is still whole.
+            fs::remove_file(&tmp).map_err(|source| Error::Io {
+                path: tmp.clone(),
+                source,
+            })?;
+        }
+        let path = dir.join("metadata.json");
+        let metadata = match fs::read(&path) {
+            Ok(bytes) => {
+                let metadata: Metadata =
+                    serde_json::from_slice(&bytes).map_err(|source| Error::Corrupt {
+                        path: path.clone(),
+                        source,
+                    })?;
+                if metadata.format_version != FORMAT_VERSION {
+                    return Err(Error::UnknownVersion {
+                        path,
+                        found: metadata.format_version,
+                    });
+                }
+                metadata
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Metadata {
+                format_version: FORMAT_VERSION,
+                cluster_id: new_cluster_id.to_owned(),
+                streams: BTreeMap::new(),
+                producer_id_reserved_until: 0,
+            },
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        // Ids up to the reserved mark may have been given out before a crash: skip them.
+        let next_producer_id = metadata.producer_id_reserved_until;
+        let mut store = MetaStore {
+            dir,
+            metadata,
+            next_producer_id,
+        };
+        store.save()?;
+        Ok(store)
+    }
+
+    /// The current document.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Changes the document in memory; call [`MetaStore::save`] to make it durable.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
+    /// Hands out a new producer id, durably reserving a block of ids when needed.
+    pub fn allocate_producer_id(&mut self) -> Result<i64, Error> {
+        if self.next_producer_id >= self.metadata.producer_id_reserved_until {
+            self.metadata.producer_id_reserved_until = self.next_producer_id + PRODUCER_ID_BLOCK;
+            self.save()?;
+        }
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        Ok(id)
+    }
+
+    /// Writes the document durably: temp file, fsync, rename, fsync the directory.
+    pub fn save(&mut self) -> Result<(), Error> {
+        let tmp = self.dir.join("metadata.json.tmp");
+        let path = self.dir.join("metadata.json");
+        let bytes = serde_json::to_vec_pretty(&self.metadata).map_err(|source| Error::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
+        file.write_all(&bytes).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        fs::File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(&self.dir))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(name: &str) -> StreamRecord {
+        StreamRecord {
+            name: name.to_owned(),
+            topic_id: "0123456789abcdef0123456789abcdef".to_owned(),
+            created_ms: 1,
+            shards: vec![ShardRecord {
+                index: 0,
+                starting_hash_key: "0".to_owned(),
+                ending_hash_key: u128::MAX.to_string(),
+                parent: None,
+                adjacent_parent: None,
+                created_ms: 1,
+                ending_offset: None,
+            }],
+            configs: BTreeMap::from([("retention.ms".to_owned(), "86400000".to_owned())]),
+        }
+    }
+
+    #[test]
+    fn saved_streams_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetaStore::open(dir.path(), "cluster-a").unwrap();
+        store
+            .metadata_mut()
+            .streams
+            .insert("orders".to_owned(), stream("orders"));
+        store.save().unwrap();
+        drop(store);
+        let store = MetaStore::open(dir.path(), "cluster-b").unwrap();
+        assert_eq!(store.metadata().cluster_id, "cluster-a");
+        assert_eq!(store.metadata().streams["orders"], stream("orders"));
+    }
+
+    #[test]
+    fn producer_ids_are_never_reused_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetaStore::open(dir.path(), "c").unwrap();
+        let first = store.allocate_producer_id().unwrap();
+        let second = store.allocate_producer_id().unwrap();
+        assert_eq!(second, first + 1);
+        drop(store);
+        let mut store = MetaStore::open(dir.path(), "c").unwrap();
+        assert!(store.allocate_producer_id().unwrap() > second);
+    }
+
+    #[test]
+    fn a_leftover_temp_file_is_ignored_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(MetaStore::open(dir.path(), "c").unwrap());
+        let tmp = dir.path().join("meta/metadata.json.tmp");
+        fs::write(&tmp, b"{ half a docu").unwrap();
+        let store = MetaStore::open(dir.path(), "d").unwrap();
+        assert_eq!(store.metadata().cluster_id, "c");
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn a_corrupt_document_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("meta")).unwrap();
+        fs::write(dir.path().join("meta/metadata.json"), b"not json").unwrap();
+        assert!(matches!(
+            MetaStore::open(dir.path(), "c"),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}
