@@ -1,0 +1,172 @@
+//! The engine's error type. Fronts map [`ErrorKind`] to their own wire codes (Kafka error
+//! codes, Kinesis exception names); the engine never knows either.
+
+use shardline_core::{BatchError, StreamNameError};
+
+/// What went wrong, in terms a front can map to its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No such stream.
+    UnknownStream,
+    /// No such shard in the stream.
+    UnknownShard,
+    /// A stream of that name exists.
+    StreamExists,
+    /// The name breaks the naming rules.
+    InvalidStreamName,
+    /// A setting is unknown or out of range.
+    InvalidConfig,
+    /// The shard count asked for is not allowed.
+    InvalidShardCount,
+    /// The batch fails its CRC or its lengths disagree.
+    CorruptBatch,
+    /// The batch is well-formed but not acceptable (wrong magic, several batches, …).
+    InvalidBatch,
+    /// The batch exceeds `max.message.bytes`.
+    BatchTooLarge,
+    /// An idempotent producer's sequence does not follow its last one.
+    OutOfOrderSequence,
+    /// An idempotent producer's epoch is older than one already seen.
+    StaleProducerEpoch,
+    /// A read asked for an offset outside `[log start, high watermark]`.
+    OffsetOutOfRange,
+    /// Local storage failed; the shard is unavailable.
+    Storage,
+    /// The broker is shutting down.
+    ShuttingDown,
+}
+
+/// An engine error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// See [`ErrorKind::UnknownStream`].
+    #[error("stream {0:?} does not exist")]
+    UnknownStream(String),
+    /// See [`ErrorKind::UnknownShard`].
+    #[error("stream {stream:?} has no shard {shard}")]
+    UnknownShard {
+        /// Stream name.
+        stream: String,
+        /// Shard index asked for.
+        shard: i64,
+    },
+    /// See [`ErrorKind::StreamExists`].
+    #[error("stream {0:?} already exists")]
+    StreamExists(String),
+    /// See [`ErrorKind::InvalidStreamName`].
+    #[error(transparent)]
+    InvalidStreamName(#[from] StreamNameError),
+    /// See [`ErrorKind::InvalidConfig`].
+    #[error("invalid value {value:?} for {name}: {reason}")]
+    InvalidConfig {
+        /// Config name.
+        name: String,
+        /// Refused value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// See [`ErrorKind::InvalidShardCount`].
+    #[error("invalid shard count {count}: {reason}")]
+    InvalidShardCount {
+        /// Count asked for.
+        count: i64,
+        /// Why.
+        reason: String,
+    },
+    /// See [`ErrorKind::CorruptBatch`] and [`ErrorKind::InvalidBatch`].
+    #[error("record batch rejected: {0}")]
+    Batch(#[from] BatchError),
+    /// See [`ErrorKind::InvalidBatch`].
+    #[error("record batch rejected: {0}")]
+    InvalidBatch(String),
+    /// See [`ErrorKind::BatchTooLarge`].
+    #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
+    BatchTooLarge {
+        /// Batch size.
+        size: usize,
+        /// The stream's limit.
+        limit: u32,
+    },
+    /// See [`ErrorKind::OutOfOrderSequence`].
+    #[error("producer {producer_id}: expected sequence {expected}, got {found}")]
+    OutOfOrderSequence {
+        /// Producer id.
+        producer_id: i64,
+        /// Sequence expected next.
+        expected: i32,
+        /// Sequence received.
+        found: i32,
+    },
+    /// See [`ErrorKind::StaleProducerEpoch`].
+    #[error("producer {producer_id}: epoch {found} is older than {current}")]
+    StaleProducerEpoch {
+        /// Producer id.
+        producer_id: i64,
+        /// Current epoch.
+        current: i16,
+        /// Epoch received.
+        found: i16,
+    },
+    /// See [`ErrorKind::OffsetOutOfRange`].
+    #[error("offset {offset} is outside [{log_start_offset}, {high_watermark}]")]
+    OffsetOutOfRange {
+        /// Offset asked for.
+        offset: i64,
+        /// First offset kept.
+        log_start_offset: u64,
+        /// Next offset to be written and made durable.
+        high_watermark: u64,
+    },
+    /// See [`ErrorKind::Storage`].
+    #[error("storage: {0}")]
+    Log(#[from] shardline_log::Error),
+    /// See [`ErrorKind::Storage`].
+    #[error("metadata: {0}")]
+    Meta(#[from] shardline_meta::Error),
+    /// See [`ErrorKind::Storage`].
+    #[error("shard {stream}/{shard} is unavailable after a storage failure: {reason}")]
+    ShardFailed {
+        /// Stream name.
+        stream: String,
+        /// Shard index.
+        shard: u32,
+        /// The first failure.
+        reason: String,
+    },
+    /// See [`ErrorKind::ShuttingDown`].
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    /// A background task failed or stored metadata is inconsistent; reported as storage.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The protocol-neutral category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::UnknownStream(_) => ErrorKind::UnknownStream,
+            Error::UnknownShard { .. } => ErrorKind::UnknownShard,
+            Error::StreamExists(_) => ErrorKind::StreamExists,
+            Error::InvalidStreamName(_) => ErrorKind::InvalidStreamName,
+            Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            Error::InvalidShardCount { .. } => ErrorKind::InvalidShardCount,
+            Error::Batch(BatchError::CrcMismatch { .. })
+            | Error::Batch(BatchError::Incomplete { .. })
+            | Error::Batch(BatchError::LengthTooSmall(_))
+            | Error::Batch(BatchError::CountMismatch { .. }) => ErrorKind::CorruptBatch,
+            Error::Batch(BatchError::UnsupportedMagic(_)) | Error::InvalidBatch(_) => {
+                ErrorKind::InvalidBatch
+            }
+            Error::BatchTooLarge { .. } => ErrorKind::BatchTooLarge,
+            Error::OutOfOrderSequence { .. } => ErrorKind::OutOfOrderSequence,
+            Error::StaleProducerEpoch { .. } => ErrorKind::StaleProducerEpoch,
+            Error::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
+            Error::Log(_) | Error::Meta(_) | Error::ShardFailed { .. } | Error::Internal(_) => {
+                ErrorKind::Storage
+            }
+            Error::ShuttingDown => ErrorKind::ShuttingDown,
+        }
+    }
+}

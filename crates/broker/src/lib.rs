@@ -1,0 +1,768 @@
+//! The protocol-agnostic engine that both fronts (Kafka wire, Kinesis HTTP) call.
+//!
+//! It owns the streams and their shards, turns `append` calls into group-committed log
+//! writes, serves reads below the durable high watermark, wakes long-polling readers on
+//! append, keeps idempotent-producer state, and persists stream metadata through
+//! `shardline-meta`. It knows nothing of Kafka requests or Kinesis JSON: fronts convert
+//! their wire types into these calls and map [`ErrorKind`] back to wire error codes.
+//!
+//! Layout under the data directory:
+//! ```text
+//! meta/metadata.json                     streams, shards, configs, producer-id counter
+//! streams/<name>-<topic id>/<shard>/     one shardline-log directory per shard
+//! ```
+//!
+//! Depends on core, log and meta.
+
+mod config;
+mod error;
+mod producer;
+mod shard;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use shardline_core::batch::BatchHeader;
+use shardline_core::{HashKeyRange, StreamName};
+use shardline_log::{LogConfig, ShardLog};
+use shardline_meta::{MetaStore, ShardRecord, StreamRecord};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use config::{
+    BrokerConfig, ConfigEntry, FlushPolicy, StreamConfig, MAX_MESSAGE_BYTES_DEFAULT, MAX_MESSAGE_BYTES_MAX,
+    RETENTION_MS_MAX, RETENTION_MS_MIN,
+};
+pub use error::{Error, ErrorKind};
+pub use shard::AppendOutcome;
+
+use shard::{AppendRequest, Shard};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// What a front needs to know about a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Index in the stream (Kafka partition).
+    pub index: u32,
+    /// Hash keys owned.
+    pub range: HashKeyRange,
+    /// Parent shard, for split and merge children.
+    pub parent: Option<u32>,
+    /// Second parent of a merge child.
+    pub adjacent_parent: Option<u32>,
+    /// Whether the shard has been closed by a reshard.
+    pub closed: bool,
+}
+
+/// What a front needs to know about a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Stream / topic name.
+    pub name: String,
+    /// Stable 16-byte topic id.
+    pub topic_id: [u8; 16],
+    /// Creation time.
+    pub created_ms: i64,
+    /// Shards by index.
+    pub shards: Vec<ShardInfo>,
+    /// Effective settings.
+    pub config: StreamConfig,
+    /// Settings set explicitly on the stream.
+    pub explicit_configs: BTreeMap<String, String>,
+}
+
+/// Records read from a shard.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    /// Whole record batches, verbatim.
+    pub records: Bytes,
+    /// Next offset to become readable.
+    pub high_watermark: u64,
+    /// First offset kept.
+    pub log_start_offset: u64,
+}
+
+/// An append that has been queued in order and can be awaited.
+#[derive(Debug)]
+pub struct PendingAppend {
+    reply: oneshot::Receiver<Result<AppendOutcome, Error>>,
+}
+
+impl PendingAppend {
+    /// Waits until the append is durable (per the flush policy) or has failed.
+    pub async fn wait(self) -> Result<AppendOutcome, Error> {
+        self.reply.await.unwrap_or(Err(Error::ShuttingDown))
+    }
+}
+
+struct ShardSlot {
+    shard: Arc<Shard>,
+    queue: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Stream {
+    info: StreamInfo,
+    dir: PathBuf,
+    shards: Vec<ShardSlot>,
+}
+
+struct Inner {
+    config: BrokerConfig,
+    cluster_id: String,
+    meta: Mutex<MetaStore>,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    shutting_down: AtomicBool,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    appended_records: AtomicU64,
+    appended_bytes: AtomicU64,
+}
+
+/// The engine. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hex16(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A fresh 16-byte id. Uniqueness, not secrecy, is what matters: MD5 over the name, the
+/// clock in nanoseconds and the process id is plenty, and needs no random-number crate.
+fn fresh_id(seed: &str) -> [u8; 16] {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let mut id = md5::compute(format!("{seed}/{nanos}/{}", std::process::id())).0;
+    // Kafka treats the all-zero UUID as "no id"; never produce it.
+    id[0] |= 0x01;
+    id
+}
+
+impl Broker {
+    /// Opens the data directory, recovers every shard's log and starts the writers.
+    pub async fn open(config: BrokerConfig) -> Result<Broker, Error> {
+        let opening = config.clone();
+        let (meta, streams) =
+            tokio::task::spawn_blocking(move || open_blocking(&opening))
+                .await
+                .map_err(|error| Error::Internal(format!("open task failed: {error}")))??;
+        let cluster_id = meta.metadata().cluster_id.clone();
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                config,
+                cluster_id,
+                meta: Mutex::new(meta),
+                streams: RwLock::new(BTreeMap::new()),
+                shutting_down: AtomicBool::new(false),
+                background: Mutex::new(Vec::new()),
+                appended_records: AtomicU64::new(0),
+                appended_bytes: AtomicU64::new(0),
+            }),
+        };
+        {
+            let mut map = broker.streams_mut();
+            for (name, info, dir, shards) in streams {
+                let stream = broker.start_stream(info, dir, shards);
+                map.insert(name, stream);
+            }
+        }
+        if let FlushPolicy::Interval { interval_ms } = broker.inner.config.flush {
+            broker.spawn_interval_flusher(interval_ms);
+        }
+        info!(
+            data_dir = %broker.inner.config.data_dir.display(),
+            streams = broker.streams_ref().len(),
+            "broker open"
+        );
+        Ok(broker)
+    }
+
+    fn streams_ref(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Stream>>> {
+        self.inner
+            .streams
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn streams_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Stream>>> {
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn start_stream(&self, info: StreamInfo, dir: PathBuf, shards: Vec<Shard>) -> Arc<Stream> {
+        let slots = shards
+            .into_iter()
+            .map(|shard| {
+                let shard = Arc::new(shard);
+                let (sender, receiver) = mpsc::channel(self.inner.config.shard_queue_depth);
+                let writer = tokio::spawn(shard::run_writer(Arc::clone(&shard), receiver));
+                ShardSlot {
+                    shard,
+                    queue: Mutex::new(Some(sender)),
+                    writer: Mutex::new(Some(writer)),
+                }
+            })
+            .collect();
+        Arc::new(Stream {
+            info,
+            dir,
+            shards: slots,
+        })
+    }
+
+    fn spawn_interval_flusher(&self, interval_ms: u64) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let shards: Vec<Arc<Shard>> = inner
+                    .streams
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .flat_map(|stream| stream.shards.iter().map(|slot| Arc::clone(&slot.shard)))
+                    .collect();
+                drop(inner);
+                let _ = tokio::task::spawn_blocking(move || {
+                    for shard in shards {
+                        shard.sync_now_blocking();
+                    }
+                })
+                .await;
+            }
+        });
+        lock(&self.inner.background).push(task);
+    }
+
+    /// The cluster id, stable across restarts.
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
+    }
+
+    /// The settings the broker runs with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// Every stream.
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        self.streams_ref()
+            .values()
+            .map(|stream| stream.info.clone())
+            .collect()
+    }
+
+    /// One stream, if it exists.
+    pub fn stream(&self, name: &str) -> Option<StreamInfo> {
+        self.streams_ref().get(name).map(|stream| stream.info.clone())
+    }
+
+    /// Records and bytes appended since start (for metrics).
+    pub fn appended_totals(&self) -> (u64, u64) {
+        (
+            self.inner.appended_records.load(Ordering::Relaxed),
+            self.inner.appended_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The stream, creating it with defaults when auto-creation is on.
+    pub async fn stream_or_auto_create(&self, name: &str) -> Result<StreamInfo, Error> {
+        if let Some(info) = self.stream(name) {
+            return Ok(info);
+        }
+        if !self.inner.config.auto_create_streams {
+            return Err(Error::UnknownStream(name.to_owned()));
+        }
+        match self
+            .create_stream(name, self.inner.config.default_shard_count as i64, BTreeMap::new(), false)
+            .await
+        {
+            Ok(info) => Ok(info),
+            // Two requests raced to create it: fine.
+            Err(Error::StreamExists(_)) => self
+                .stream(name)
+                .ok_or_else(|| Error::UnknownStream(name.to_owned())),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Creates a stream of `shard_count` shards splitting the hash space evenly.
+    /// `shard_count == -1` means the configured default. With `validate_only`, checks
+    /// everything and creates nothing.
+    pub async fn create_stream(
+        &self,
+        name: &str,
+        shard_count: i64,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<StreamInfo, Error> {
+        self.check_running()?;
+        let name = StreamName::new(name)?;
+        let shard_count = if shard_count == -1 {
+            i64::from(self.inner.config.default_shard_count)
+        } else {
+            shard_count
+        };
+        if shard_count < 1 || shard_count > i64::from(self.inner.config.shard_count_max) {
+            return Err(Error::InvalidShardCount {
+                count: shard_count,
+                reason: format!(
+                    "must be between 1 and {} (broker setting shard_count_max)",
+                    self.inner.config.shard_count_max
+                ),
+            });
+        }
+        let config = StreamConfig::resolve(&self.inner.config.stream_defaults, &configs)?;
+        if self.streams_ref().contains_key(name.as_str()) {
+            return Err(Error::StreamExists(name.to_string()));
+        }
+        let created_ms = now_ms();
+        let topic_id = fresh_id(name.as_str());
+        let shards: Vec<ShardInfo> = HashKeyRange::even_split(shard_count as u32)
+            .into_iter()
+            .enumerate()
+            .map(|(index, range)| ShardInfo {
+                index: index as u32,
+                range,
+                parent: None,
+                adjacent_parent: None,
+                closed: false,
+            })
+            .collect();
+        let info = StreamInfo {
+            name: name.to_string(),
+            topic_id,
+            created_ms,
+            shards,
+            config,
+            explicit_configs: configs,
+        };
+        if validate_only {
+            return Ok(info);
+        }
+        let broker = self.clone();
+        let creating = info.clone();
+        let (dir, shards) = tokio::task::spawn_blocking(move || broker.create_blocking(&creating))
+            .await
+            .map_err(|error| Error::Internal(format!("create task failed: {error}")))??;
+        let stream = self.start_stream(info.clone(), dir, shards);
+        {
+            let mut map = self.streams_mut();
+            map.insert(info.name.clone(), stream);
+        }
+        info!(stream = %info.name, shards = info.shards.len(), "stream created");
+        Ok(info)
+    }
+
+    fn create_blocking(&self, info: &StreamInfo) -> Result<(PathBuf, Vec<Shard>), Error> {
+        let mut meta = lock(&self.inner.meta);
+        // Checked again under the metadata lock: two creates may have raced.
+        if meta.metadata().streams.contains_key(&info.name) {
+            return Err(Error::StreamExists(info.name.clone()));
+        }
+        let dir = stream_dir(&self.inner.config.data_dir, &info.name, &info.topic_id);
+        let shards = open_shards(&self.inner.config, info, &dir)?;
+        meta.metadata_mut()
+            .streams
+            .insert(info.name.clone(), stream_record(info));
+        meta.save()?;
+        Ok((dir, shards))
+    }
+
+    /// Deletes a stream and all its data.
+    pub async fn delete_stream(&self, name: &str) -> Result<(), Error> {
+        self.check_running()?;
+        let stream = self
+            .streams_mut()
+            .remove(name)
+            .ok_or_else(|| Error::UnknownStream(name.to_owned()))?;
+        let broker = self.clone();
+        let removing = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut meta = lock(&broker.inner.meta);
+            meta.metadata_mut().streams.remove(&removing);
+            meta.save()
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("delete task failed: {error}")))??;
+        stop_writers(&stream).await;
+        let dir = stream.dir.clone();
+        drop(stream);
+        let doomed = dir.with_extension("deleting");
+        let _ = tokio::task::spawn_blocking(move || {
+            // Rename first so a crash mid-delete leaves a directory the next start sweeps.
+            if std::fs::rename(&dir, &doomed).is_ok() {
+                if let Err(error) = std::fs::remove_dir_all(&doomed) {
+                    warn!(%error, dir = %doomed.display(), "could not remove deleted stream's data");
+                }
+            }
+        })
+        .await;
+        info!(stream = name, "stream deleted");
+        Ok(())
+    }
+
+    fn shard(&self, stream: &str, shard: i64) -> Result<(Arc<Stream>, usize), Error> {
+        let streams = self.streams_ref();
+        let found = streams
+            .get(stream)
+            .ok_or_else(|| Error::UnknownStream(stream.to_owned()))?;
+        if shard < 0 || shard as usize >= found.shards.len() {
+            return Err(Error::UnknownShard {
+                stream: stream.to_owned(),
+                shard,
+            });
+        }
+        Ok((Arc::clone(found), shard as usize))
+    }
+
+    fn check_running(&self) -> Result<(), Error> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Validates one record batch and queues it for `shard`. Calls made in order from one
+    /// task are stored in that order; await the returned [`PendingAppend`] for the result.
+    /// The `await` here only waits for room in the shard's queue (backpressure).
+    pub async fn append(
+        &self,
+        stream: &str,
+        shard: i64,
+        batch: BytesMut,
+    ) -> Result<PendingAppend, Error> {
+        self.check_running()?;
+        let (stream, index) = self.shard(stream, shard)?;
+        let limit = stream.info.config.max_message_bytes;
+        if batch.len() > limit as usize {
+            return Err(Error::BatchTooLarge {
+                size: batch.len(),
+                limit,
+            });
+        }
+        let header = BatchHeader::parse_and_verify(&batch)?;
+        if header.total_len() != batch.len() {
+            return Err(Error::InvalidBatch(
+                "exactly one record batch per partition is allowed".to_owned(),
+            ));
+        }
+        if header.is_control() || header.is_transactional() {
+            return Err(Error::InvalidBatch(
+                "transactional and control batches are not supported".to_owned(),
+            ));
+        }
+        let slot = &stream.shards[index];
+        slot.shard.check_failed()?;
+        let sender = lock(&slot.queue).clone().ok_or(Error::ShuttingDown)?;
+        self.inner
+            .appended_records
+            .fetch_add(header.record_count as u64, Ordering::Relaxed);
+        self.inner
+            .appended_bytes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let (reply, receiver) = oneshot::channel();
+        sender
+            .send(AppendRequest {
+                batch,
+                header,
+                now_ms: now_ms(),
+                reply,
+            })
+            .await
+            .map_err(|_closed| Error::ShuttingDown)?;
+        Ok(PendingAppend { reply: receiver })
+    }
+
+    /// Reads whole batches from `offset` (see [`ReadOutcome`]).
+    pub async fn read(
+        &self,
+        stream: &str,
+        shard: i64,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadOutcome, Error> {
+        let (stream, index) = self.shard(stream, shard)?;
+        let shard = Arc::clone(&stream.shards[index].shard);
+        if offset < 0 {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start_offset: shard.log_start_offset(),
+                high_watermark: shard.high_watermark(),
+            });
+        }
+        let high_watermark = shard.high_watermark();
+        if offset as u64 == high_watermark {
+            // The common long-poll case: nothing new, no need to leave the runtime.
+            return Ok(ReadOutcome {
+                records: Bytes::new(),
+                high_watermark,
+                log_start_offset: shard.log_start_offset(),
+            });
+        }
+        tokio::task::spawn_blocking(move || {
+            let records = shard.read_blocking(offset as u64, max_bytes)?;
+            Ok(ReadOutcome {
+                records,
+                high_watermark: shard.high_watermark(),
+                log_start_offset: shard.log_start_offset(),
+            })
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("read task failed: {error}")))?
+    }
+
+    /// `(log start offset, high watermark)` of a shard.
+    pub fn offsets(&self, stream: &str, shard: i64) -> Result<(u64, u64), Error> {
+        let (stream, index) = self.shard(stream, shard)?;
+        let shard = &stream.shards[index].shard;
+        Ok((shard.log_start_offset(), shard.high_watermark()))
+    }
+
+    /// The first offset whose batch holds a timestamp at or after `timestamp_ms`, if any
+    /// readable one does. Batch granularity: the offset may point at the start of a batch
+    /// that also holds earlier records, which consumers skip.
+    pub async fn offset_for_timestamp(
+        &self,
+        stream: &str,
+        shard: i64,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, Error> {
+        let (stream, index) = self.shard(stream, shard)?;
+        let shard = Arc::clone(&stream.shards[index].shard);
+        tokio::task::spawn_blocking(move || {
+            let high_watermark = shard.high_watermark();
+            let found = shard
+                .log
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .offset_for_timestamp(timestamp_ms)?;
+            Ok(found.filter(|offset| *offset < high_watermark))
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("lookup task failed: {error}")))?
+    }
+
+    /// Returns a notifier that fires at the next append to any of `targets` (unknown ones
+    /// are skipped). Register before reading, then await, so no append is missed.
+    pub fn watch(&self, targets: &[(&str, i64)]) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        for (stream, shard) in targets {
+            if let Ok((stream, index)) = self.shard(stream, *shard) {
+                stream.shards[index].shard.register_waiter(&notify);
+            }
+        }
+        notify
+    }
+
+    /// Hands out an idempotent-producer id and epoch. With `current`, a client asks for
+    /// its epoch to be bumped (KIP-360); a bump past the epoch range gets a fresh id.
+    pub async fn init_producer_id(&self, current: Option<(i64, i16)>) -> Result<(i64, i16), Error> {
+        if let Some((producer_id, epoch)) = current {
+            if producer_id >= 0 && epoch >= 0 && epoch < i16::MAX - 1 {
+                return Ok((producer_id, epoch + 1));
+            }
+        }
+        let broker = self.clone();
+        let producer_id = tokio::task::spawn_blocking(move || lock(&broker.inner.meta).allocate_producer_id())
+            .await
+            .map_err(|error| Error::Internal(format!("producer id task failed: {error}")))??;
+        Ok((producer_id, 0))
+    }
+
+    /// Stops taking appends, lets every queued append finish and fsync, and closes every
+    /// log cleanly. Reads already running finish on their own.
+    pub async fn shutdown(&self) {
+        if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for task in std::mem::take(&mut *lock(&self.inner.background)) {
+            task.abort();
+        }
+        let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
+        for stream in &streams {
+            stop_writers(stream).await;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for stream in streams {
+                for slot in &stream.shards {
+                    let mut log = slot
+                        .shard
+                        .log
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Err(error) = log.close() {
+                        warn!(stream = %stream.info.name, shard = slot.shard.index, %error, "clean close failed; recovery will scan on next start");
+                    }
+                }
+            }
+        })
+        .await;
+        info!("broker stopped");
+    }
+}
+
+async fn stop_writers(stream: &Stream) {
+    for slot in &stream.shards {
+        // Dropping the sender ends the writer once the queue is drained.
+        drop(lock(&slot.queue).take());
+        let writer = lock(&slot.writer).take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+    }
+}
+
+fn stream_dir(data_dir: &Path, name: &str, topic_id: &[u8; 16]) -> PathBuf {
+    data_dir
+        .join("streams")
+        .join(format!("{name}-{}", hex(&topic_id[..4])))
+}
+
+fn stream_record(info: &StreamInfo) -> StreamRecord {
+    StreamRecord {
+        name: info.name.clone(),
+        topic_id: hex(&info.topic_id),
+        created_ms: info.created_ms,
+        shards: info
+            .shards
+            .iter()
+            .map(|shard| ShardRecord {
+                index: shard.index,
+                starting_hash_key: shard.range.start.to_string(),
+                ending_hash_key: shard.range.end.to_string(),
+                parent: shard.parent,
+                adjacent_parent: shard.adjacent_parent,
+                created_ms: info.created_ms,
+                ending_offset: None,
+            })
+            .collect(),
+        configs: info.explicit_configs.clone(),
+    }
+}
+
+fn log_config(config: &BrokerConfig, stream: &StreamConfig) -> LogConfig {
+    LogConfig {
+        segment_bytes_max: stream.segment_bytes,
+        segment_ms_max: stream.segment_ms,
+        index_interval_bytes: config.index_interval_bytes,
+        verify_crc_on_read: config.verify_crc_on_read,
+    }
+}
+
+fn open_shards(config: &BrokerConfig, info: &StreamInfo, dir: &Path) -> Result<Vec<Shard>, Error> {
+    let now = now_ms();
+    info.shards
+        .iter()
+        .map(|shard| {
+            let shard_dir = dir.join(format!("{:06}", shard.index));
+            let log = ShardLog::open(&shard_dir, log_config(config, &info.config), now)?;
+            Ok(Shard::new(info.name.clone(), shard.index, shard.range, log, config.flush))
+        })
+        .collect()
+}
+
+type OpenedStream = (String, StreamInfo, PathBuf, Vec<Shard>);
+
+fn open_blocking(config: &BrokerConfig) -> Result<(MetaStore, Vec<OpenedStream>), Error> {
+    let streams_dir = config.data_dir.join("streams");
+    std::fs::create_dir_all(&streams_dir).map_err(|source| {
+        Error::Meta(shardline_meta::Error::Io {
+            path: streams_dir.clone(),
+            source,
+        })
+    })?;
+    sweep_deleted(&streams_dir);
+    let cluster_id = hex(&fresh_id("cluster"));
+    let meta = MetaStore::open(&config.data_dir, &cluster_id)?;
+    let mut opened = Vec::new();
+    for record in meta.metadata().streams.values() {
+        let info = stream_info(config, record)?;
+        let dir = stream_dir(&config.data_dir, &info.name, &info.topic_id);
+        let shards = open_shards(config, &info, &dir)?;
+        opened.push((record.name.clone(), info, dir, shards));
+    }
+    Ok((meta, opened))
+}
+
+fn sweep_deleted(streams_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(streams_dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "deleting") {
+            if let Err(error) = std::fs::remove_dir_all(&path) {
+                warn!(%error, dir = %path.display(), "could not sweep a deleted stream");
+            }
+        }
+    }
+}
+
+fn stream_info(config: &BrokerConfig, record: &StreamRecord) -> Result<StreamInfo, Error> {
+    let corrupt = |what: String| Error::Internal(format!("metadata for stream {}: bad {what}", record.name));
+    let topic_id = parse_hex16(&record.topic_id).ok_or_else(|| corrupt("topic id".to_owned()))?;
+    let shards = record
+        .shards
+        .iter()
+        .map(|shard| {
+            Ok(ShardInfo {
+                index: shard.index,
+                range: HashKeyRange {
+                    start: shard.starting_hash_key.parse().map_err(|error| corrupt(format!("hash key: {error}")))?,
+                    end: shard.ending_hash_key.parse().map_err(|error| corrupt(format!("hash key: {error}")))?,
+                },
+                parent: shard.parent,
+                adjacent_parent: shard.adjacent_parent,
+                closed: shard.ending_offset.is_some(),
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(StreamInfo {
+        name: record.name.clone(),
+        topic_id,
+        created_ms: record.created_ms,
+        shards,
+        config: StreamConfig::resolve(&config.stream_defaults, &record.configs)?,
+        explicit_configs: record.configs.clone(),
+    })
+}

@@ -1,0 +1,361 @@
+//! One shard at run time: its log, its writer task, its high watermark and its waiters.
+//!
+//! Appends go through a bounded queue to one writer task per shard. The writer takes
+//! everything queued (up to a cap), appends it under the log's write lock, releases the
+//! lock, fsyncs once for the whole group, then publishes the new high watermark and
+//! answers every producer in the group. Producers arriving during the fsync queue up and
+//! form the next group: that is group commit, and it is why an fsync per request is not
+//! paid on a busy shard.
+//!
+//! Readers take the log's read lock only for positioned reads, never during fsync, and see
+//! records only below the high watermark, so a consumer never reads a record that a crash
+//! could still take back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use shardline_core::batch::BatchHeader;
+use shardline_core::HashKeyRange;
+use shardline_log::ShardLog;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tracing::{error, warn};
+
+use crate::producer::{BatchMark, ProducerStates, Verdict};
+use crate::{Error, FlushPolicy};
+
+/// Most appends folded into one group commit.
+const GROUP_APPENDS_MAX: usize = 1024;
+/// Most bytes folded into one group commit.
+const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset of the last record.
+    pub last_offset: u64,
+    /// First offset still kept.
+    pub log_start_offset: u64,
+    /// True when an idempotent retry was recognised and nothing new was stored.
+    pub duplicate: bool,
+}
+
+pub(crate) struct AppendRequest {
+    pub(crate) batch: BytesMut,
+    pub(crate) header: BatchHeader,
+    pub(crate) now_ms: i64,
+    pub(crate) reply: oneshot::Sender<Result<AppendOutcome, Error>>,
+}
+
+/// Runtime state of one shard.
+pub(crate) struct Shard {
+    pub(crate) stream: String,
+    pub(crate) index: u32,
+    /// Hash keys owned; used by Kinesis-style routing.
+    #[allow(dead_code)]
+    pub(crate) range: HashKeyRange,
+    pub(crate) log: RwLock<ShardLog>,
+    producers: Mutex<ProducerStates>,
+    /// Next offset a consumer may not yet read: everything below is durable.
+    high_watermark: AtomicU64,
+    /// Fetch requests waiting for this shard to grow.
+    waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Set after a storage failure; every later append and read fails with it.
+    failure: Mutex<Option<String>>,
+    flush: FlushPolicy,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("stream", &self.stream)
+            .field("index", &self.index)
+            .field("high_watermark", &self.high_watermark.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lock poisoning means a thread panicked mid-update; the shard's in-memory state is then
+/// suspect, but the data on disk is not, so we keep serving rather than cascade panics.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shard {
+    pub(crate) fn new(
+        stream: String,
+        index: u32,
+        range: HashKeyRange,
+        log: ShardLog,
+        flush: FlushPolicy,
+    ) -> Shard {
+        let high_watermark = log.next_offset();
+        let producers = rebuild_producer_states(&log);
+        Shard {
+            stream,
+            index,
+            range,
+            log: RwLock::new(log),
+            producers: Mutex::new(producers),
+            high_watermark: AtomicU64::new(high_watermark),
+            waiters: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            flush,
+        }
+    }
+
+    pub(crate) fn high_watermark(&self) -> u64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn log_start_offset(&self) -> u64 {
+        self.log
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .log_start_offset()
+    }
+
+    pub(crate) fn check_failed(&self) -> Result<(), Error> {
+        match lock(&self.failure).as_ref() {
+            Some(reason) => Err(self.failed_error(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn failed_error(&self, reason: String) -> Error {
+        Error::ShardFailed {
+            stream: self.stream.clone(),
+            shard: self.index,
+            reason,
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        error!(stream = %self.stream, shard = self.index, %reason, "shard storage failed; shard is now unavailable");
+        lock(&self.failure).get_or_insert(reason);
+    }
+
+    /// Registers `notify` to be woken at the next high-watermark change.
+    pub(crate) fn register_waiter(&self, notify: &Arc<Notify>) {
+        lock(&self.waiters).push(Arc::clone(notify));
+    }
+
+    fn publish_high_watermark(&self, offset: u64) {
+        self.high_watermark.fetch_max(offset, Ordering::AcqRel);
+        let waiters = std::mem::take(&mut *lock(&self.waiters));
+        for waiter in waiters {
+            // notify_one stores a permit when nobody is waiting yet, so a waiter that
+            // registered but has not started awaiting does not miss this wake-up.
+            waiter.notify_one();
+        }
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` except for a first batch
+    /// larger than that, never past the high watermark. Blocking: call off the runtime.
+    pub(crate) fn read_blocking(&self, offset: u64, max_bytes: usize) -> Result<Bytes, Error> {
+        self.check_failed()?;
+        let high_watermark = self.high_watermark();
+        let log = self
+            .log
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let log_start_offset = log.log_start_offset();
+        if offset < log_start_offset || offset > high_watermark {
+            return Err(Error::OffsetOutOfRange {
+                offset: offset as i64,
+                log_start_offset,
+                high_watermark,
+            });
+        }
+        if offset == high_watermark {
+            return Ok(Bytes::new());
+        }
+        Ok(log.read(offset, high_watermark, max_bytes)?)
+    }
+
+    /// Appends one group of requests and answers them. Blocking: call off the runtime.
+    pub(crate) fn write_group_blocking(&self, group: Vec<AppendRequest>) {
+        if let Some(reason) = lock(&self.failure).clone() {
+            for request in group {
+                let _ = request.reply.send(Err(self.failed_error(reason.clone())));
+            }
+            return;
+        }
+        let mut answered = Vec::with_capacity(group.len());
+        let sync_handle = {
+            let mut log = self
+                .log
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut producers = lock(&self.producers);
+            for mut request in group {
+                let outcome = self.append_one(&mut log, &mut producers, &mut request);
+                if let Err(Error::Log(error)) = &outcome {
+                    self.fail(error.to_string());
+                }
+                answered.push((request.reply, outcome));
+            }
+            log.sync_handle()
+        };
+        let durable_next_offset = match self.flush {
+            FlushPolicy::EveryAppend => match sync_handle.sync() {
+                Ok(offset) => offset,
+                Err(error) => {
+                    // After a failed fsync the page cache state is unknown (fsyncgate):
+                    // never acknowledge, and take the shard out of service.
+                    let reason = error.to_string();
+                    self.fail(reason.clone());
+                    for (reply, _) in answered {
+                        let _ = reply.send(Err(self.failed_error(reason.clone())));
+                    }
+                    return;
+                }
+            },
+            FlushPolicy::Interval { .. } => sync_handle.next_offset(),
+        };
+        self.publish_high_watermark(durable_next_offset);
+        for (reply, outcome) in answered {
+            // A producer that hung up (acks=0, or a dropped connection) is fine.
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn append_one(
+        &self,
+        log: &mut ShardLog,
+        producers: &mut ProducerStates,
+        request: &mut AppendRequest,
+    ) -> Result<AppendOutcome, Error> {
+        let header = request.header;
+        if header.has_producer_id() && header.base_sequence >= 0 {
+            match producers.check(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.last_sequence(),
+            ) {
+                Verdict::Append => {}
+                Verdict::Duplicate(mark) => {
+                    return Ok(AppendOutcome {
+                        base_offset: mark.base_offset,
+                        last_offset: mark.last_offset,
+                        log_start_offset: log.log_start_offset(),
+                        duplicate: true,
+                    });
+                }
+                Verdict::OutOfOrder { expected, found } => {
+                    return Err(Error::OutOfOrderSequence {
+                        producer_id: header.producer_id,
+                        expected,
+                        found,
+                    });
+                }
+                Verdict::StaleEpoch { current, found } => {
+                    return Err(Error::StaleProducerEpoch {
+                        producer_id: header.producer_id,
+                        current,
+                        found,
+                    });
+                }
+            }
+        }
+        let info = log.append(&mut request.batch, request.now_ms)?;
+        if header.has_producer_id() && header.base_sequence >= 0 {
+            producers.record(
+                header.producer_id,
+                header.producer_epoch,
+                BatchMark {
+                    first_sequence: header.base_sequence,
+                    last_sequence: header.last_sequence(),
+                    base_offset: info.base_offset,
+                    last_offset: info.last_offset,
+                },
+            );
+        }
+        Ok(AppendOutcome {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_start_offset: log.log_start_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// fsyncs everything written so far (the background flush of [`FlushPolicy::Interval`]).
+    pub(crate) fn sync_now_blocking(&self) {
+        let handle = self
+            .log
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sync_handle();
+        if let Err(error) = handle.sync() {
+            self.fail(error.to_string());
+        }
+    }
+}
+
+/// Rebuilds idempotent-producer state by walking the batch headers of the newest segment,
+/// as Kafka does after an unclean shutdown. A producer whose last batch lies in an older
+/// segment starts with no state, which Kafka (>= 2.5) also accepts.
+fn rebuild_producer_states(log: &ShardLog) -> ProducerStates {
+    let mut states = ProducerStates::default();
+    let Some(newest) = log.segments().last().map(|segment| segment.base_offset) else {
+        return states;
+    };
+    let end = log.next_offset();
+    let mut offset = newest.max(log.log_start_offset());
+    while offset < end {
+        let chunk = match log.read(offset, end, 8 * 1024 * 1024) {
+            Ok(chunk) if !chunk.is_empty() => chunk,
+            Ok(_) => break,
+            Err(error) => {
+                warn!(%error, offset, "could not rebuild producer state past this offset");
+                break;
+            }
+        };
+        let mut next = offset;
+        for item in shardline_core::batch::Batches::new(&chunk, false) {
+            let Ok((header, _)) = item else { break };
+            if header.has_producer_id() && header.base_sequence >= 0 {
+                states.record(
+                    header.producer_id,
+                    header.producer_epoch,
+                    BatchMark {
+                        first_sequence: header.base_sequence,
+                        last_sequence: header.last_sequence(),
+                        base_offset: header.base_offset as u64,
+                        last_offset: header.last_offset() as u64,
+                    },
+                );
+            }
+            next = header.last_offset() as u64 + 1;
+        }
+        if next <= offset {
+            break;
+        }
+        offset = next;
+    }
+    states
+}
+
+/// The writer task of one shard: drains the queue into groups and commits each group.
+pub(crate) async fn run_writer(shard: Arc<Shard>, mut queue: mpsc::Receiver<AppendRequest>) {
+    while let Some(first) = queue.recv().await {
+        let mut bytes = first.batch.len();
+        let mut group = vec![first];
+        while group.len() < GROUP_APPENDS_MAX && bytes < GROUP_BYTES_MAX {
+            match queue.try_recv() {
+                Ok(request) => {
+                    bytes += request.batch.len();
+                    group.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let worker = Arc::clone(&shard);
+        if let Err(error) = tokio::task::spawn_blocking(move || worker.write_group_blocking(group)).await {
+            shard.fail(format!("writer task panicked: {error}"));
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Admin APIs: CreateTopics, DeleteTopics, DescribeConfigs, DescribeCluster, and
+//! InitProducerId for idempotent producers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
+};
+use shardline_broker::{ConfigEntry, Error, StreamInfo};
+
+use crate::codes;
+use crate::connection::{encode_reply, Pending};
+use crate::handlers::str_bytes;
+use crate::Context;
+
+/// DescribeConfigs resource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs resource type of a broker.
+const RESOURCE_BROKER: i8 = 4;
+/// ConfigSource: set on the topic.
+const SOURCE_TOPIC: i8 = 1;
+/// ConfigSource: from the broker's static configuration.
+const SOURCE_STATIC_BROKER: i8 = 4;
+/// ConfigSource: a default.
+const SOURCE_DEFAULT: i8 = 5;
+
+pub(crate) fn create_topics(
+    context: Arc<Context>,
+    request: CreateTopicsRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    Box::pin(async move {
+        let mut results = Vec::with_capacity(request.topics.len());
+        for topic in request.topics {
+            let name = topic.name.0.to_string();
+            let result = CreatableTopicResult::default().with_name(topic.name.clone());
+            // Durability comes from fsync (and object storage), not replicas: accept any
+            // replication factor a client may ask for, as a single-node Kafka cannot.
+            if topic.replication_factor == 0 || topic.replication_factor < -1 {
+                results.push(error_result(
+                    result,
+                    version,
+                    codes::INVALID_REPLICATION_FACTOR,
+                    format!("replication factor {} is invalid", topic.replication_factor),
+                ));
+                continue;
+            }
+            let shard_count = if topic.assignments.is_empty() {
+                i64::from(topic.num_partitions)
+            } else {
+                topic.assignments.len() as i64
+            };
+            let mut configs = BTreeMap::new();
+            for config in &topic.configs {
+                if let Some(value) = &config.value {
+                    configs.insert(config.name.to_string(), value.to_string());
+                }
+            }
+            match context
+                .broker
+                .create_stream(&name, shard_count, configs, request.validate_only)
+                .await
+            {
+                Ok(info) => results.push(created_result(result, version, &info)),
+                Err(error) => results.push(error_result(
+                    result,
+                    version,
+                    codes::for_error(&error),
+                    error.to_string(),
+                )),
+            }
+        }
+        let response = CreateTopicsResponse::default().with_topics(results);
+        encode_reply(ApiKey::CreateTopics, version, correlation_id, &response)
+    })
+}
+
+fn error_result(
+    result: CreatableTopicResult,
+    version: i16,
+    code: i16,
+    message: String,
+) -> CreatableTopicResult {
+    let result = result.with_error_code(code);
+    // error_message exists from v1; configs and counts from v5.
+    let result = if version >= 1 {
+        result.with_error_message(Some(str_bytes(message)))
+    } else {
+        result
+    };
+    if version >= 5 {
+        result.with_num_partitions(-1).with_replication_factor(-1)
+    } else {
+        result
+    }
+}
+
+fn created_result(result: CreatableTopicResult, version: i16, info: &StreamInfo) -> CreatableTopicResult {
+    let result = result.with_error_code(codes::NONE);
+    if version < 5 {
+        return result;
+    }
+    let configs = info
+        .config
+        .describe(&info.explicit_configs)
+        .into_iter()
+        .map(|entry| {
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(entry.name))
+                .with_value(Some(str_bytes(entry.value)))
+                .with_config_source(if entry.is_explicit { SOURCE_TOPIC } else { SOURCE_DEFAULT })
+        })
+        .collect();
+    let result = result
+        .with_num_partitions(info.shards.len() as i32)
+        .with_replication_factor(1)
+        .with_configs(Some(configs));
+    if version >= 7 {
+        result.with_topic_id(uuid::Uuid::from_bytes(info.topic_id))
+    } else {
+        result
+    }
+}
+
+pub(crate) fn delete_topics(
+    context: Arc<Context>,
+    request: DeleteTopicsRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    Box::pin(async move {
+        // v6 names topics in `topics` (by name or id); earlier versions in `topic_names`.
+        let mut targets: Vec<(Option<String>, uuid::Uuid)> = request
+            .topic_names
+            .iter()
+            .map(|name| (Some(name.0.to_string()), uuid::Uuid::nil()))
+            .collect();
+        targets.extend(
+            request
+                .topics
+                .iter()
+                .map(|state| (state.name.as_ref().map(|name| name.0.to_string()), state.topic_id)),
+        );
+        let mut results = Vec::with_capacity(targets.len());
+        for (name, topic_id) in targets {
+            let resolved = match &name {
+                Some(name) => Ok(name.clone()),
+                None => context
+                    .broker
+                    .streams()
+                    .into_iter()
+                    .find(|info| uuid::Uuid::from_bytes(info.topic_id) == topic_id)
+                    .map(|info| info.name)
+                    .ok_or(codes::UNKNOWN_TOPIC_ID),
+            };
+            let mut result = DeletableTopicResult::default()
+                .with_name(name.clone().map(|name| TopicName(str_bytes(name))));
+            if version >= 6 {
+                result = result.with_topic_id(topic_id);
+            }
+            let outcome = match resolved {
+                Ok(stream) => context
+                    .broker
+                    .delete_stream(&stream)
+                    .await
+                    .map_err(|error| (codes::for_error(&error), error.to_string())),
+                Err(code) => Err((code, "no topic with this id".to_owned())),
+            };
+            result = match outcome {
+                Ok(()) => result.with_error_code(codes::NONE),
+                Err((code, message)) if version >= 5 => result
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(message))),
+                Err((code, _)) => result.with_error_code(code),
+            };
+            results.push(result);
+        }
+        let response = DeleteTopicsResponse::default().with_responses(results);
+        encode_reply(ApiKey::DeleteTopics, version, correlation_id, &response)
+    })
+}
+
+/// ConfigType (DescribeConfigs v3+) of the configs we report.
+fn config_type(name: &str) -> i8 {
+    match name {
+        "retention.ms" | "segment.ms" | "retention.bytes" | "local.retention.ms"
+        | "local.retention.bytes" | "log.retention.ms" => 5, // LONG
+        "segment.bytes" | "max.message.bytes" | "min.insync.replicas" | "num.partitions"
+        | "message.max.bytes" => 3, // INT
+        "unclean.leader.election.enable" | "message.downconversion.enable"
+        | "auto.create.topics.enable" => 1, // BOOLEAN
+        "cleanup.policy" => 7,                  // LIST
+        _ => 2,                                 // STRING
+    }
+}
+
+pub(crate) fn describe_configs(
+    context: Arc<Context>,
+    request: DescribeConfigsRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    Box::pin(async move {
+        let mut results = Vec::with_capacity(request.resources.len());
+        for resource in request.resources {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let entries: Result<Vec<(ConfigEntry, i8)>, (i16, String)> = match resource.resource_type {
+                RESOURCE_TOPIC => match context.broker.stream(resource.resource_name.as_str()) {
+                    Some(info) => Ok(info
+                        .config
+                        .describe(&info.explicit_configs)
+                        .into_iter()
+                        .map(|entry| {
+                            let source = if entry.is_explicit { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                            (entry, source)
+                        })
+                        .collect()),
+                    None => {
+                        let error = Error::UnknownStream(resource.resource_name.to_string());
+                        Err((codes::for_error(&error), error.to_string()))
+                    }
+                },
+                RESOURCE_BROKER => Ok(broker_entries(&context)),
+                other => Err((
+                    codes::INVALID_REQUEST,
+                    format!("resource type {other} is not supported"),
+                )),
+            };
+            let result = match entries {
+                Ok(entries) => {
+                    let wanted = resource.configuration_keys.as_ref();
+                    let configs = entries
+                        .into_iter()
+                        .filter(|(entry, _)| {
+                            wanted.is_none_or(|keys| keys.iter().any(|key| key.as_str() == entry.name))
+                        })
+                        .map(|(entry, source)| {
+                            let read_only = resource.resource_type == RESOURCE_BROKER;
+                            let item = DescribeConfigsResourceResult::default()
+                                .with_value(Some(str_bytes(entry.value)))
+                                .with_read_only(read_only)
+                                .with_config_source(source);
+                            let item = if version >= 3 {
+                                item.with_config_type(config_type(&entry.name))
+                            } else {
+                                item
+                            };
+                            item.with_name(str_bytes(entry.name))
+                        })
+                        .collect();
+                    result.with_error_code(codes::NONE).with_configs(configs)
+                }
+                Err((code, message)) => result
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(message))),
+            };
+            results.push(result);
+        }
+        let response = DescribeConfigsResponse::default().with_results(results);
+        encode_reply(ApiKey::DescribeConfigs, version, correlation_id, &response)
+    })
+}
+
+fn broker_entries(context: &Context) -> Vec<(ConfigEntry, i8)> {
+    let config = context.broker.config();
+    let defaults = config.stream_defaults;
+    [
+        ("auto.create.topics.enable", config.auto_create_streams.to_string()),
+        ("num.partitions", config.default_shard_count.to_string()),
+        ("log.retention.ms", defaults.retention_ms.to_string()),
+        ("log.segment.bytes", defaults.segment_bytes.to_string()),
+        ("message.max.bytes", defaults.max_message_bytes.to_string()),
+        ("socket.request.max.bytes", context.config.frame_bytes_max.to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        (
+            ConfigEntry {
+                name: name.to_owned(),
+                value,
+                is_explicit: false,
+            },
+            SOURCE_STATIC_BROKER,
+        )
+    })
+    .collect()
+}
+
+pub(crate) fn describe_cluster(
+    context: Arc<Context>,
+    _request: DescribeClusterRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    Box::pin(async move {
+        let node = BrokerId(context.config.node_id);
+        let broker = DescribeClusterBroker::default()
+            .with_broker_id(node)
+            .with_host(str_bytes(context.config.advertised_host.clone()))
+            .with_port(i32::from(context.config.advertised_port));
+        let response = DescribeClusterResponse::default()
+            .with_error_code(codes::NONE)
+            .with_cluster_id(str_bytes(context.broker.cluster_id()))
+            .with_controller_id(node)
+            .with_brokers(vec![broker]);
+        encode_reply(ApiKey::DescribeCluster, version, correlation_id, &response)
+    })
+}
+
+pub(crate) fn init_producer_id(
+    context: Arc<Context>,
+    request: InitProducerIdRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    Box::pin(async move {
+        let response = InitProducerIdResponse::default();
+        let response = if request.transactional_id.is_some() {
+            // Transactions are not implemented; say so rather than half-support them.
+            response
+                .with_error_code(codes::UNSUPPORTED_VERSION)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        } else {
+            let current = (request.producer_id.0 >= 0)
+                .then_some((request.producer_id.0, request.producer_epoch));
+            match context.broker.init_producer_id(current).await {
+                Ok((producer_id, epoch)) => response
+                    .with_error_code(codes::NONE)
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(epoch),
+                Err(error) => response
+                    .with_error_code(codes::for_error(&error))
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            }
+        };
+        encode_reply(ApiKey::InitProducerId, version, correlation_id, &response)
+    })
+}

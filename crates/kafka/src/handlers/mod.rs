@@ -1,0 +1,89 @@
+//! Request dispatch: peek the API key and version, refuse what is not served, decode the
+//! rest with `kafka_protocol`, and hand it to the handler for that API.
+//!
+//! What happens to requests that cannot be served, matching a Kafka broker:
+//! - an API key Kafka does not define: the connection is closed with a log line;
+//! - ApiVersions at a version newer than ours: a v0 answer with UNSUPPORTED_VERSION and
+//!   our table, so the client retries at a version we speak (KIP-511);
+//! - a defined API we do not serve (transactions, SASL, …): an answer of that API's own
+//!   type carrying UNSUPPORTED_VERSION where the API has a top-level error code, else
+//!   the connection is closed with a log line;
+//! - a served API at a version outside the advertised range, or a body that does not
+//!   decode: the connection is closed with a log line.
+
+mod admin;
+mod api_versions;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+mod unsupported;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind};
+use kafka_protocol::protocol::decode_request_header_from_buffer;
+
+use crate::connection::{ready, Pending, Reply};
+use crate::{versions, Context};
+
+/// Decodes one request frame and starts serving it.
+pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes) -> Pending {
+    // The frame layer guarantees at least the 10 bytes of a request header prefix.
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return ready(Reply::Close(format!("unknown api key {raw_key}")));
+    };
+    if key == ApiKey::ApiVersions {
+        return api_versions::handle(frame, version, correlation_id);
+    }
+    let Some(supported) = versions::lookup(key) else {
+        return ready(unsupported::reply(key, version, correlation_id));
+    };
+    if version < supported.served_min || version > supported.max {
+        return ready(Reply::Close(format!(
+            "{key:?} v{version} is not supported (served: v{}-v{})",
+            supported.served_min, supported.max
+        )));
+    }
+    let mut body = frame;
+    if let Err(error) = decode_request_header_from_buffer(&mut body) {
+        return ready(Reply::Close(format!("malformed {key:?} v{version} request header: {error}")));
+    }
+    let request = match RequestKind::decode(key, &mut body, version) {
+        Ok(request) => request,
+        Err(error) => {
+            return ready(Reply::Close(format!("malformed {key:?} v{version} request: {error}")));
+        }
+    };
+    let context = Arc::clone(context);
+    match request {
+        RequestKind::Produce(request) => produce::handle(context, request, version, correlation_id).await,
+        RequestKind::Fetch(request) => fetch::handle(context, request, version, correlation_id),
+        RequestKind::ListOffsets(request) => offsets::list_offsets(context, request, version, correlation_id),
+        RequestKind::OffsetForLeaderEpoch(request) => {
+            offsets::offset_for_leader_epoch(context, request, version, correlation_id)
+        }
+        RequestKind::Metadata(request) => metadata::handle(context, request, version, correlation_id),
+        RequestKind::CreateTopics(request) => admin::create_topics(context, request, version, correlation_id),
+        RequestKind::DeleteTopics(request) => admin::delete_topics(context, request, version, correlation_id),
+        RequestKind::DescribeConfigs(request) => {
+            admin::describe_configs(context, request, version, correlation_id)
+        }
+        RequestKind::DescribeCluster(request) => {
+            admin::describe_cluster(context, request, version, correlation_id)
+        }
+        RequestKind::InitProducerId(request) => {
+            admin::init_producer_id(context, request, version, correlation_id)
+        }
+        _ => ready(unsupported::reply(key, version, correlation_id)),
+    }
+}
+
+/// Text as the `StrBytes` that `kafka_protocol` uses for strings.
+pub(crate) fn str_bytes(text: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(text.into())
+}

@@ -1,0 +1,137 @@
+//! Produce: validate each partition's record batch, queue it with the broker in request
+//! order, and answer once every partition's append is durable (or at once for acks=0).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use shardline_broker::{Error, PendingAppend};
+use shardline_core::batch::{BatchHeader, Compression};
+
+use crate::codes;
+use crate::connection::{encode_reply, ready, Pending, Reply};
+use crate::handlers::str_bytes;
+use crate::Context;
+
+/// Zstandard batches need Produce v7 or later (KIP-110).
+const ZSTD_PRODUCE_VERSION_MIN: i16 = 7;
+
+enum Outcome {
+    Queued(PendingAppend),
+    Failed(i16, String),
+}
+
+fn failed(error: &Error) -> Outcome {
+    Outcome::Failed(codes::for_error(error), error.to_string())
+}
+
+pub(crate) async fn handle(
+    context: Arc<Context>,
+    request: ProduceRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    let acks = request.acks;
+    if !matches!(acks, -1..=1) {
+        return ready(Reply::Close(format!("produce with invalid acks {acks}")));
+    }
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let known = context.broker.stream_or_auto_create(&name).await;
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for partition in topic.partition_data {
+            let outcome = match (&known, partition.records) {
+                (Err(error), _) => failed(error),
+                (Ok(_), None) => Outcome::Failed(codes::INVALID_RECORD, "no records".to_owned()),
+                (Ok(_), Some(records)) => {
+                    queue(&context, &name, partition.index, records, version).await
+                }
+            };
+            partitions.push((partition.index, outcome));
+        }
+        topics.push((name, partitions));
+    }
+    if acks == 0 {
+        // The client expects no answer; appends still complete in the background.
+        return ready(Reply::Silent);
+    }
+    Box::pin(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, partitions) in topics {
+            let mut partition_responses = Vec::with_capacity(partitions.len());
+            for (index, outcome) in partitions {
+                let result = match outcome {
+                    Outcome::Queued(pending) => pending
+                        .wait()
+                        .await
+                        .map_err(|error| (codes::for_error(&error), error.to_string())),
+                    Outcome::Failed(code, message) => Err((code, message)),
+                };
+                let response = match result {
+                    // log_start_offset is part of the response from v5.
+                    Ok(appended) => PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(codes::NONE)
+                        .with_base_offset(appended.base_offset as i64)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(if version >= 5 {
+                            appended.log_start_offset as i64
+                        } else {
+                            -1
+                        }),
+                    Err((code, message)) => {
+                        let response = PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_error_code(code)
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1);
+                        if version >= 8 {
+                            response.with_error_message(Some(str_bytes(message)))
+                        } else {
+                            response
+                        }
+                    }
+                };
+                partition_responses.push(response);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(kafka_protocol::messages::TopicName(str_bytes(name)))
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        let response = ProduceResponse::default().with_responses(responses);
+        encode_reply(ApiKey::Produce, version, correlation_id, &response)
+    })
+}
+
+async fn queue(
+    context: &Context,
+    stream: &str,
+    partition: i32,
+    records: bytes::Bytes,
+    version: i16,
+) -> Outcome {
+    if version < ZSTD_PRODUCE_VERSION_MIN {
+        if let Ok(header) = BatchHeader::parse(&records) {
+            if header.compression() == Compression::Zstd {
+                return Outcome::Failed(
+                    codes::UNSUPPORTED_COMPRESSION_TYPE,
+                    "zstd needs Produce v7 or later".to_owned(),
+                );
+            }
+        }
+    }
+    // The one copy on the write path: the request buffer is shared, and the broker writes
+    // the assigned base offset into the batch.
+    let batch = BytesMut::from(&records[..]);
+    match context.broker.append(stream, i64::from(partition), batch).await {
+        Ok(pending) => Outcome::Queued(pending),
+        Err(error) => failed(&error),
+    }
+}

@@ -1,0 +1,102 @@
+//! Which Kafka APIs this front serves, at which versions.
+//!
+//! The ranges are chosen so that librdkafka (including the 2.0.2 in Debian's kcat, which
+//! checks for exact versions), kafka-python, kafkajs and the Java 3.x/4.x clients all find
+//! what they need; see `shared/spec/KAFKA_COMPAT.md` §2. Each range is also clipped to
+//! what the `kafka-protocol` crate can decode, so nothing is advertised that would fail
+//! to parse.
+
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+};
+use kafka_protocol::protocol::Message;
+
+/// One advertised API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Supported {
+    pub(crate) key: ApiKey,
+    /// Lowest version advertised.
+    pub(crate) min: i16,
+    /// Highest version advertised.
+    pub(crate) max: i16,
+    /// Lowest version actually served (Produce advertises 0 but serves 3+).
+    pub(crate) served_min: i16,
+}
+
+const fn clip<M: Message>(key: ApiKey, min: i16, max: i16) -> Supported {
+    let crate_min = M::VERSIONS.min;
+    let crate_max = M::VERSIONS.max;
+    let served_min = if min > crate_min { min } else { crate_min };
+    let max = if max < crate_max { max } else { crate_max };
+    Supported {
+        key,
+        min: served_min,
+        max,
+        served_min,
+    }
+}
+
+/// The advertised table, in ApiVersions order.
+pub(crate) fn table() -> Vec<Supported> {
+    let mut produce = clip::<ProduceRequest>(ApiKey::Produce, 3, 12);
+    // librdkafka < 2.11.1 enables gzip/snappy/lz4 only if Produce v0 is advertised, so
+    // Kafka 4 still advertises 0 and refuses 0-2 (KAFKA-18659). We do the same.
+    produce.min = 0;
+    vec![
+        produce,
+        clip::<FetchRequest>(ApiKey::Fetch, 4, 12),
+        clip::<ListOffsetsRequest>(ApiKey::ListOffsets, 1, 7),
+        clip::<MetadataRequest>(ApiKey::Metadata, 0, 12),
+        clip::<ApiVersionsRequest>(ApiKey::ApiVersions, 0, 4),
+        clip::<CreateTopicsRequest>(ApiKey::CreateTopics, 2, 7),
+        clip::<DeleteTopicsRequest>(ApiKey::DeleteTopics, 1, 6),
+        clip::<InitProducerIdRequest>(ApiKey::InitProducerId, 0, 4),
+        clip::<OffsetForLeaderEpochRequest>(ApiKey::OffsetForLeaderEpoch, 2, 4),
+        clip::<DescribeConfigsRequest>(ApiKey::DescribeConfigs, 1, 4),
+        clip::<DescribeClusterRequest>(ApiKey::DescribeCluster, 0, 2),
+    ]
+}
+
+/// The advertised entry for `key`, if any.
+pub(crate) fn lookup(key: ApiKey) -> Option<Supported> {
+    table().into_iter().find(|entry| entry.key == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafka_exact_version_checks_are_satisfied() {
+        // Debian's kcat (librdkafka 2.0.2) needs these exact versions inside the ranges.
+        let needs = [
+            (ApiKey::Produce, 0),
+            (ApiKey::Produce, 3),
+            (ApiKey::Produce, 7),
+            (ApiKey::Fetch, 4),
+            (ApiKey::Fetch, 10),
+            (ApiKey::ListOffsets, 1),
+            (ApiKey::InitProducerId, 0),
+        ];
+        for (key, version) in needs {
+            let entry = lookup(key).unwrap();
+            assert!(entry.min <= version && version <= entry.max, "{key:?} v{version}");
+        }
+    }
+
+    #[test]
+    fn java_4_minimums_are_met() {
+        for (key, java_min) in [
+            (ApiKey::Produce, 3),
+            (ApiKey::Fetch, 4),
+            (ApiKey::ListOffsets, 1),
+            (ApiKey::CreateTopics, 2),
+            (ApiKey::DeleteTopics, 1),
+            (ApiKey::DescribeConfigs, 1),
+        ] {
+            assert!(lookup(key).unwrap().max >= java_min);
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The server's configuration file (TOML), its defaults, and its validation.
+//!
+//! Loading goes file → command-line overrides → [`ServeConfig::validate`], and only a
+//! validated config reaches the server. Unknown keys are an error (a typo must not be
+//! silently ignored). Every key is documented in `config/embedded.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+use shardline_broker::{
+    BrokerConfig, FlushPolicy, StreamConfig, MAX_MESSAGE_BYTES_DEFAULT, RETENTION_MS_MAX,
+    RETENTION_MS_MIN,
+};
+use shardline_kafka::KafkaConfig;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Root of all local state.
+    pub data_dir: PathBuf,
+    /// The Kafka listener.
+    pub kafka: KafkaSection,
+    /// The HTTP listener (health, metrics; the Kinesis API later).
+    pub http: HttpSection,
+    /// Local log storage.
+    pub storage: StorageSection,
+    /// Stream defaults and limits.
+    pub streams: StreamsSection,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownSection,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// Address to bind.
+    pub listen: String,
+    /// `host:port` returned to clients in Metadata; defaults to the bound address.
+    pub advertised_listener: Option<String>,
+    /// Largest request accepted, in bytes.
+    pub frame_bytes_max: usize,
+    /// Most client connections at once.
+    pub connections_max: usize,
+    /// Most request bytes one connection may have in flight.
+    pub inflight_bytes_per_connection_max: usize,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address to bind.
+    pub listen: String,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `"every_append"` (fsync before acknowledging, shared by concurrent appends) or
+    /// `"interval"` (acknowledge after write, fsync every `flush_interval_ms`).
+    pub flush: String,
+    /// fsync period for `flush = "interval"`.
+    pub flush_interval_ms: u64,
+    /// Sparse index density.
+    pub index_interval_bytes: u32,
+    /// Verify each batch's CRC when read back from disk.
+    pub verify_crc_on_read: bool,
+    /// Appends queued per shard before producers wait.
+    pub shard_queue_depth: usize,
+}
+
+/// `[streams]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsSection {
+    /// Create unknown topics on first use.
+    pub auto_create: bool,
+    /// Shards of an auto-created stream.
+    pub default_shard_count: u32,
+    /// Largest shard count one create may ask for.
+    pub shard_count_max: u32,
+    /// Default retention, 24 to 8760.
+    pub retention_hours: u32,
+    /// Default segment size.
+    pub segment_bytes: u64,
+    /// Default segment age before it rolls.
+    pub segment_ms: i64,
+    /// Default largest record batch.
+    pub max_message_bytes: u32,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSection {
+    /// How long in-flight requests may take to finish.
+    pub grace_ms: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> ServeConfig {
+        ServeConfig {
+            data_dir: PathBuf::from("./data"),
+            kafka: KafkaSection::default(),
+            http: HttpSection::default(),
+            storage: StorageSection::default(),
+            streams: StreamsSection::default(),
+            shutdown: ShutdownSection::default(),
+        }
+    }
+}
+
+impl Default for KafkaSection {
+    fn default() -> KafkaSection {
+        KafkaSection {
+            listen: "127.0.0.1:9092".to_owned(),
+            advertised_listener: None,
+            frame_bytes_max: 100 * 1024 * 1024,
+            connections_max: 10_000,
+            inflight_bytes_per_connection_max: 100 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> HttpSection {
+        HttpSection {
+            listen: "127.0.0.1:4567".to_owned(),
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> StorageSection {
+        StorageSection {
+            flush: "every_append".to_owned(),
+            flush_interval_ms: 1000,
+            index_interval_bytes: 4096,
+            verify_crc_on_read: true,
+            shard_queue_depth: 1024,
+        }
+    }
+}
+
+impl Default for StreamsSection {
+    fn default() -> StreamsSection {
+        let defaults = StreamConfig::default();
+        StreamsSection {
+            auto_create: false,
+            default_shard_count: 1,
+            shard_count_max: 1024,
+            retention_hours: (defaults.retention_ms / 3_600_000) as u32,
+            segment_bytes: defaults.segment_bytes,
+            segment_ms: defaults.segment_ms,
+            max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl Default for ShutdownSection {
+    fn default() -> ShutdownSection {
+        ShutdownSection { grace_ms: 10_000 }
+    }
+}
+
+/// A config that passed validation, split into what each part of the server takes.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// Kafka bind address.
+    pub kafka_listen: SocketAddr,
+    /// Advertised `host:port`, if set; else the bound address is used.
+    pub advertised: Option<(String, u16)>,
+    /// HTTP bind address.
+    pub http_listen: SocketAddr,
+    /// Engine settings.
+    pub broker: BrokerConfig,
+    /// Kafka front settings (the advertised address is filled in after binding).
+    pub kafka: KafkaConfig,
+}
+
+impl ServeConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<ServeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Checks every value and builds the settings of each part.
+    pub fn validate(&self) -> anyhow::Result<Validated> {
+        let kafka_listen: SocketAddr = self
+            .kafka
+            .listen
+            .parse()
+            .with_context(|| format!("kafka.listen {:?} is not an ip:port address", self.kafka.listen))?;
+        let http_listen: SocketAddr = self
+            .http
+            .listen
+            .parse()
+            .with_context(|| format!("http.listen {:?} is not an ip:port address", self.http.listen))?;
+        let advertised = match &self.kafka.advertised_listener {
+            None => None,
+            Some(text) => Some(parse_host_port(text)?),
+        };
+        if self.kafka.frame_bytes_max < 1024 {
+            bail!("kafka.frame_bytes_max must be at least 1024");
+        }
+        if self.kafka.frame_bytes_max > self.kafka.inflight_bytes_per_connection_max {
+            bail!("kafka.frame_bytes_max must not exceed kafka.inflight_bytes_per_connection_max");
+        }
+        if self.kafka.inflight_bytes_per_connection_max > u32::MAX as usize {
+            bail!("kafka.inflight_bytes_per_connection_max must be below 4 GiB");
+        }
+        if self.kafka.connections_max == 0 {
+            bail!("kafka.connections_max must be at least 1");
+        }
+        let flush = match self.storage.flush.as_str() {
+            "every_append" => FlushPolicy::EveryAppend,
+            "interval" => {
+                if self.storage.flush_interval_ms == 0 {
+                    bail!("storage.flush_interval_ms must be at least 1");
+                }
+                FlushPolicy::Interval {
+                    interval_ms: self.storage.flush_interval_ms,
+                }
+            }
+            other => bail!("storage.flush must be \"every_append\" or \"interval\", not {other:?}"),
+        };
+        if self.storage.index_interval_bytes == 0 {
+            bail!("storage.index_interval_bytes must be at least 1");
+        }
+        if self.storage.shard_queue_depth == 0 {
+            bail!("storage.shard_queue_depth must be at least 1");
+        }
+        let retention_ms = i64::from(self.streams.retention_hours) * 3_600_000;
+        if !(RETENTION_MS_MIN..=RETENTION_MS_MAX).contains(&retention_ms) {
+            bail!(
+                "streams.retention_hours is {}; it must be between 24 and 8760",
+                self.streams.retention_hours
+            );
+        }
+        if !(1024..=u64::from(u32::MAX)).contains(&self.streams.segment_bytes) {
+            bail!("streams.segment_bytes must be between 1024 and 4294967295");
+        }
+        if self.streams.segment_ms < 1 {
+            bail!("streams.segment_ms must be at least 1");
+        }
+        if self.streams.default_shard_count == 0
+            || self.streams.default_shard_count > self.streams.shard_count_max
+        {
+            bail!("streams.default_shard_count must be between 1 and streams.shard_count_max");
+        }
+        let stream_defaults = StreamConfig {
+            retention_ms,
+            segment_bytes: self.streams.segment_bytes,
+            segment_ms: self.streams.segment_ms,
+            max_message_bytes: self.streams.max_message_bytes,
+        };
+        let broker = BrokerConfig {
+            data_dir: self.data_dir.clone(),
+            auto_create_streams: self.streams.auto_create,
+            default_shard_count: self.streams.default_shard_count,
+            shard_count_max: self.streams.shard_count_max,
+            flush,
+            index_interval_bytes: self.storage.index_interval_bytes,
+            stream_defaults,
+            shard_queue_depth: self.storage.shard_queue_depth,
+            verify_crc_on_read: self.storage.verify_crc_on_read,
+        };
+        let mut kafka = KafkaConfig::new(String::new(), 0);
+        kafka.frame_bytes_max = self.kafka.frame_bytes_max;
+        kafka.connections_max = self.kafka.connections_max;
+        kafka.inflight_bytes_per_connection_max = self.kafka.inflight_bytes_per_connection_max;
+        kafka.shutdown_grace = std::time::Duration::from_millis(self.shutdown.grace_ms);
+        Ok(Validated {
+            kafka_listen,
+            advertised,
+            http_listen,
+            broker,
+            kafka,
+        })
+    }
+}
+
+fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("advertised listener {text:?} must be host:port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("advertised listener {text:?} has a bad port"))?;
+    if host.is_empty() || port == 0 {
+        bail!("advertised listener {text:?} must name a host and a non-zero port");
+    }
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/embedded.toml");
+        let loaded = ServeConfig::load(&path).unwrap();
+        loaded.validate().unwrap();
+        let defaults = ServeConfig::default();
+        assert_eq!(format!("{loaded:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn unknown_keys_and_out_of_range_values_are_refused() {
+        assert!(toml::from_str::<ServeConfig>("no_such_key = 1").is_err());
+        let mut config = ServeConfig::default();
+        config.streams.retention_hours = 12;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("retention_hours"), "{error}");
+        let mut config = ServeConfig::default();
+        config.storage.flush = "sometimes".to_owned();
+        assert!(config.validate().is_err());
+        let mut config = ServeConfig::default();
+        config.kafka.advertised_listener = Some("nohost".to_owned());
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The HTTP listener: `/healthz` and Prometheus `/metrics` (the Kinesis API will join
+//! them here). Metric names follow Kinesis' CloudWatch names where one exists.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use shardline_broker::Broker;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::debug;
+
+/// Serves HTTP until `stop` turns true.
+pub async fn serve(listener: TcpListener, broker: Broker, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+            accepted = listener.accept() => {
+                let Ok((socket, _peer)) = accepted else { continue };
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let broker = broker.clone();
+                        async move { Ok::<_, Infallible>(route(&broker, &request)) }
+                    });
+                    if let Err(error) = http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await
+                    {
+                        debug!(%error, "http connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn route(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
+        "/metrics" => text(StatusCode::OK, metrics(broker)),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// Renders the Prometheus text exposition.
+pub fn metrics(broker: &Broker) -> String {
+    let (records, bytes) = broker.appended_totals();
+    let streams = broker.streams();
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP shardline_incoming_records_total Records accepted for append (Kinesis IncomingRecords).");
+    let _ = writeln!(out, "# TYPE shardline_incoming_records_total counter");
+    let _ = writeln!(out, "shardline_incoming_records_total {records}");
+    let _ = writeln!(out, "# HELP shardline_incoming_bytes_total Record-batch bytes accepted for append (Kinesis IncomingBytes).");
+    let _ = writeln!(out, "# TYPE shardline_incoming_bytes_total counter");
+    let _ = writeln!(out, "shardline_incoming_bytes_total {bytes}");
+    let _ = writeln!(out, "# HELP shardline_streams Streams (topics) that exist.");
+    let _ = writeln!(out, "# TYPE shardline_streams gauge");
+    let _ = writeln!(out, "shardline_streams {}", streams.len());
+    let _ = writeln!(out, "# HELP shardline_shard_high_watermark Next offset to become readable, per shard.");
+    let _ = writeln!(out, "# TYPE shardline_shard_high_watermark gauge");
+    let _ = writeln!(out, "# HELP shardline_shard_log_start_offset First offset kept, per shard.");
+    let _ = writeln!(out, "# TYPE shardline_shard_log_start_offset gauge");
+    for stream in &streams {
+        for shard in &stream.shards {
+            if let Ok((start, high)) = broker.offsets(&stream.name, i64::from(shard.index)) {
+                let labels = format!("stream=\"{}\",shard=\"{}\"", stream.name, shard.index);
+                let _ = writeln!(out, "shardline_shard_high_watermark{{{labels}}} {high}");
+                let _ = writeln!(out, "shardline_shard_log_start_offset{{{labels}}} {start}");
+            }
+        }
+    }
+    out
+}

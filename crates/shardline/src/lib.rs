@@ -1,0 +1,9 @@
+//! The Shardline server as a library: configuration, wiring and the HTTP endpoints. The
+//! `shardline` binary (`main.rs`) is a thin CLI over this, and the test kit starts the
+//! same [`server::RunningServer`] in-process.
+//!
+//! This is the only crate that uses `anyhow`; libraries below it return typed errors.
+
+pub mod config;
+pub mod http;
+pub mod server;

@@ -1,0 +1,284 @@
+//! Dev-only helpers for Shardline's tests: start the real server on `127.0.0.1:0`
+//! in-process ([`TestServer`]) or as a child process that can be killed with SIGKILL
+//! ([`ServerProcess`]), and speak raw Kafka frames ([`RawClient`]).
+//!
+//! Servers bind loopback ephemeral ports only and stop by themselves: an in-process
+//! server dies with its test's runtime, a child process is killed when its handle drops.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use shardline::config::ServeConfig;
+use shardline::server::RunningServer;
+use tempfile::TempDir;
+
+/// A data directory that outlives server restarts within one test.
+pub type DataDir = Arc<TempDir>;
+
+/// A fresh temporary data directory.
+pub fn data_dir() -> DataDir {
+    Arc::new(tempfile::tempdir().expect("creating a temporary data directory"))
+}
+
+/// A config bound to ephemeral loopback ports and rooted at `dir`.
+pub fn test_config(dir: &Path) -> ServeConfig {
+    let mut config = ServeConfig::default();
+    config.data_dir = dir.to_path_buf();
+    config.kafka.listen = "127.0.0.1:0".to_owned();
+    config.http.listen = "127.0.0.1:0".to_owned();
+    config.shutdown.grace_ms = 2_000;
+    config
+}
+
+/// The real server, running inside the test's tokio runtime.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Kafka listener.
+    pub kafka_addr: SocketAddr,
+    /// HTTP listener.
+    pub http_addr: SocketAddr,
+    /// Where the data lives; pass it to [`TestServer::start_in`] to restart on it.
+    pub data_dir: DataDir,
+    server: Option<RunningServer>,
+}
+
+impl TestServer {
+    /// Starts on a fresh data directory with default settings.
+    pub async fn start() -> TestServer {
+        TestServer::start_in(data_dir(), |_config| {}).await
+    }
+
+    /// Starts on `data_dir`, letting `configure` adjust the settings first.
+    pub async fn start_in(data_dir: DataDir, configure: impl FnOnce(&mut ServeConfig)) -> TestServer {
+        let mut config = test_config(data_dir.path());
+        configure(&mut config);
+        let validated = config.validate().expect("test config is valid");
+        let server = RunningServer::start(validated)
+            .await
+            .expect("test server starts");
+        TestServer {
+            kafka_addr: server.kafka_addr,
+            http_addr: server.http_addr,
+            data_dir,
+            server: Some(server),
+        }
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.kafka_addr.to_string()
+    }
+
+    /// The engine behind the server.
+    pub fn broker(&self) -> &shardline_broker_reexport::Broker {
+        self.server.as_ref().expect("server is running").broker()
+    }
+
+    /// Graceful shutdown; returns the data directory for a restart.
+    pub async fn stop(mut self) -> DataDir {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("graceful shutdown");
+        }
+        Arc::clone(&self.data_dir)
+    }
+}
+
+/// Re-exported so tests need no direct dependency on the broker crate.
+pub mod shardline_broker_reexport {
+    pub use shardline::server::BrokerHandle as Broker;
+}
+
+/// Path of the `shardline` binary: `$SHARDLINE_BIN`, else next to the test executable's
+/// directory (`target/<profile>/shardline`), which `cargo test --workspace` builds.
+pub fn shardline_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("SHARDLINE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target/<profile> directory")?;
+    let candidate = profile_dir.join("shardline");
+    if !candidate.exists() {
+        bail!(
+            "{} does not exist: build it first (`cargo build -p shardline`) or set SHARDLINE_BIN",
+            candidate.display()
+        );
+    }
+    Ok(candidate)
+}
+
+/// The server as a child process, for tests that must kill it with SIGKILL.
+#[derive(Debug)]
+pub struct ServerProcess {
+    /// Kafka listener.
+    pub kafka_addr: SocketAddr,
+    /// HTTP listener.
+    pub http_addr: SocketAddr,
+    child: Child,
+}
+
+impl ServerProcess {
+    /// Starts `shardline serve` on `data_dir` with ephemeral loopback ports and `extra`
+    /// arguments, and waits for its "listening" line.
+    pub fn spawn(data_dir: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
+        let mut child = Command::new(shardline_binary()?)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_unset| "warn".to_owned()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning shardline")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("reading the listening line")?;
+        let parse = |key: &str| -> anyhow::Result<SocketAddr> {
+            let value = line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix(key))
+                .with_context(|| format!("no {key} in {line:?}"))?;
+            value.parse().with_context(|| format!("bad address in {line:?}"))
+        };
+        let kafka_addr = match parse("kafka=") {
+            Ok(addr) => addr,
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(error);
+            }
+        };
+        let http_addr = parse("http=")?;
+        Ok(ServerProcess {
+            kafka_addr,
+            http_addr,
+            child,
+        })
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.kafka_addr.to_string()
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit status (the graceful path).
+    pub fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("server did not exit within 15 s of SIGTERM")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A blocking raw-socket Kafka client for bad-input tests.
+#[derive(Debug)]
+pub struct RawClient {
+    stream: TcpStream,
+}
+
+impl RawClient {
+    /// Connects with a 10 s read timeout.
+    pub fn connect(addr: SocketAddr) -> anyhow::Result<RawClient> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(RawClient { stream })
+    }
+
+    /// Sends raw bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Sends one request: length prefix, v1 request header (key, version, correlation id,
+    /// client id "raw"), then `body`.
+    pub fn send_request(&mut self, key: i16, version: i16, correlation_id: i32, body: &[u8]) -> anyhow::Result<()> {
+        self.send_raw(&request_frame(key, version, correlation_id, false, body))
+    }
+
+    /// Reads one response frame (without its length prefix); `None` if the server closed
+    /// the connection.
+    pub fn read_frame(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut length = [0u8; 4];
+        match self.stream.read_exact(&mut length) {
+            Ok(()) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let length = i32::from_be_bytes(length);
+        if !(0..=64 * 1024 * 1024).contains(&length) {
+            bail!("implausible response length {length}");
+        }
+        let mut body = vec![0u8; length as usize];
+        self.stream.read_exact(&mut body)?;
+        Ok(Some(body))
+    }
+
+    /// Whether the server has closed the connection (reads EOF within the timeout).
+    pub fn is_closed_by_server(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+/// Frames a request with a request header: v2 (flexible, with an empty tagged-field
+/// section) when `flexible`, else v1.
+pub fn request_frame(key: i16, version: i16, correlation_id: i32, flexible: bool, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&key.to_be_bytes());
+    payload.extend_from_slice(&version.to_be_bytes());
+    payload.extend_from_slice(&correlation_id.to_be_bytes());
+    let client_id = b"raw";
+    payload.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    payload.extend_from_slice(client_id);
+    if flexible {
+        payload.push(0);
+    }
+    payload.extend_from_slice(body);
+    let mut frame = (payload.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
