@@ -235,8 +235,9 @@ fn rolls_by_size_and_reads_span_segments() {
     let expected = fixture.stored.concat();
     let fixture = fixture.reopen(config.clone(), 0);
     assert_eq!(read_all(&fixture.log), expected);
-    let Fixture { dir, log, .. } = fixture;
+    let Fixture { dir, mut log, .. } = fixture;
     log.close().unwrap();
+    drop(log);
     let log = ShardLog::open(dir.path(), config, 0).unwrap();
     assert_eq!(read_all(&log), expected);
 }
@@ -272,6 +273,7 @@ fn segment_age_survives_a_crash_and_a_clean_close() {
     assert_eq!(log.segments()[0].created_ms, 100);
     log.append(&mut record_batch(0, 1, 10), 9_100).unwrap();
     log.close().unwrap();
+    drop(log);
     let log = ShardLog::open(dir.path(), small_config(), 20_000).unwrap();
     assert_eq!(log.segments()[0].created_ms, 100);
 }
@@ -459,8 +461,9 @@ fn a_clean_close_reopens_from_persisted_indexes() {
         .iter()
         .map(|segment| segment.index().clone())
         .collect();
-    let Fixture { dir, log, stored } = fixture;
+    let Fixture { dir, mut log, stored } = fixture;
     log.close().unwrap();
+    drop(log);
     assert!(dir.path().join(layout::CLEAN_SHUTDOWN_FILE).exists());
 
     let log = ShardLog::open(dir.path(), config.clone(), 0).unwrap();
@@ -511,8 +514,9 @@ fn a_clean_close_reopens_from_persisted_indexes() {
 fn leftovers_are_cleaned_up_at_open() {
     let mut fixture = Fixture::new(small_config());
     fixture.append(record_batch(0, 3, 10), 0);
-    let Fixture { dir, log, stored } = fixture;
+    let Fixture { dir, mut log, stored } = fixture;
     log.close().unwrap();
+    drop(log);
     let tmp = dir.path().join("00000000000000000000.index.tmp");
     fs::write(&tmp, b"half written").unwrap();
     let orphan = SegmentFile::TimeIndex.path(dir.path(), 500);
@@ -718,9 +722,10 @@ proptest! {
                 }
                 Op::Wait(ms) => now_ms += ms,
                 Op::Reopen { clean } => {
-                    let current = log.take().unwrap();
+                    let mut current = log.take().unwrap();
                     if clean {
                         current.close().unwrap();
+                        drop(current);
                     } else {
                         drop(current);
                     }
@@ -765,8 +770,9 @@ fn bytes_left_by_a_failed_write_do_not_survive_sealing() {
         fixture.append(batch, 0);
     }
     assert!(fixture.log.segments().len() > 1);
-    let Fixture { dir, log, stored } = fixture;
+    let Fixture { dir, mut log, stored } = fixture;
     log.close().unwrap();
+    drop(log);
     let log = ShardLog::open(dir.path(), config, 0).unwrap();
     assert_eq!(read_all(&log), stored.concat());
 }

@@ -1,0 +1,259 @@
+//! Bad input over raw sockets: every case gets the error a Kafka client understands or a
+//! closed connection, the server keeps serving everyone else, and nothing another request
+//! wrote is lost.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest,
+    ProduceResponse, ResponseHeader, SaslHandshakeResponse, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use shardline_core::batch::{build_simple_batch, write_crc};
+use shardline_testkit::{request_frame, RawClient, TestServer};
+
+const CORRUPT_MESSAGE: i16 = 2;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const UNSUPPORTED_VERSION: i16 = 35;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+
+fn encode<M: Encodable>(message: &M, version: i16) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    message.encode(&mut out, version).expect("encodable");
+    out.to_vec()
+}
+
+/// The server still answers a fresh connection: it survived whatever came before.
+fn assert_alive(addr: SocketAddr) {
+    let mut client = RawClient::connect(addr).unwrap();
+    client
+        .send_request(ApiKey::ApiVersions as i16, 0, 99, &encode(&ApiVersionsRequest::default(), 0))
+        .unwrap();
+    let frame = client.read_frame().unwrap().expect("an ApiVersions answer");
+    assert_eq!(i32::from_be_bytes(frame[0..4].try_into().unwrap()), 99);
+}
+
+fn produce_body(topic: &str, partitions: Vec<(i32, Vec<u8>)>) -> Vec<u8> {
+    let data = partitions
+        .into_iter()
+        .map(|(index, records)| {
+            PartitionProduceData::default()
+                .with_index(index)
+                .with_records(Some(Bytes::from(records)))
+        })
+        .collect();
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partition_data(data)]);
+    encode(&request, 8)
+}
+
+/// Sends a Produce v8 and returns (partition, error code, base offset) per partition.
+fn produce(client: &mut RawClient, correlation_id: i32, body: &[u8]) -> Vec<(i32, i16, i64)> {
+    client
+        .send_request(ApiKey::Produce as i16, 8, correlation_id, body)
+        .unwrap();
+    let frame = client.read_frame().unwrap().expect("a produce answer");
+    let mut bytes = Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut bytes, 0).unwrap();
+    assert_eq!(header.correlation_id, correlation_id);
+    let response = ProduceResponse::decode(&mut bytes, 8).unwrap();
+    response.responses[0]
+        .partition_responses
+        .iter()
+        .map(|partition| (partition.index, partition.error_code, partition.base_offset))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_close_only_their_own_connection() {
+    let server = TestServer::start().await;
+    let addr = server.kafka_addr;
+    tokio::task::spawn_blocking(move || {
+        // A length prefix far over the limit: closed before anything is allocated.
+        let mut client = RawClient::connect(addr).unwrap();
+        client.send_raw(&0x7fff_fff0i32.to_be_bytes()).unwrap();
+        assert!(client.is_closed_by_server(), "oversized frame closes the connection");
+        assert_alive(addr);
+
+        // A negative length.
+        let mut client = RawClient::connect(addr).unwrap();
+        client.send_raw(&(-1i32).to_be_bytes()).unwrap();
+        assert!(client.is_closed_by_server());
+
+        // Garbage of a plausible length: an api key Kafka does not define.
+        let mut client = RawClient::connect(addr).unwrap();
+        let mut garbage = 64i32.to_be_bytes().to_vec();
+        garbage.extend((0..64u8).map(|i| i.wrapping_mul(37) | 0x80));
+        client.send_raw(&garbage).unwrap();
+        assert!(client.is_closed_by_server(), "unknown api key closes");
+
+        // A truncated frame, then the client goes away.
+        let mut client = RawClient::connect(addr).unwrap();
+        client.send_raw(&[0, 0, 1, 0, 0, 18, 0, 3]).unwrap();
+        drop(client);
+
+        // A valid header with a body that does not decode (a Metadata v1 topic array
+        // whose entries are cut short).
+        let mut client = RawClient::connect(addr).unwrap();
+        client
+            .send_request(ApiKey::Metadata as i16, 1, 7, &[0, 0, 0, 2, 0, 9, b'x'])
+            .unwrap();
+        assert!(client.is_closed_by_server(), "undecodable body closes");
+
+        // A served API at a version outside the advertised range.
+        let mut client = RawClient::connect(addr).unwrap();
+        client
+            .send_request(ApiKey::Metadata as i16, 99, 8, &encode(&MetadataRequest::default(), 4))
+            .unwrap();
+        assert!(client.is_closed_by_server(), "unknown version closes");
+
+        assert_alive(addr);
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_negotiation_and_unserved_apis_answer_without_closing() {
+    let server = TestServer::start().await;
+    let addr = server.kafka_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut client = RawClient::connect(addr).unwrap();
+        // A future ApiVersions: answered in v0 with UNSUPPORTED_VERSION and our table.
+        client
+            .send_request(ApiKey::ApiVersions as i16, 99, 1, &[])
+            .unwrap();
+        let mut frame = Bytes::from(client.read_frame().unwrap().unwrap());
+        let header = ResponseHeader::decode(&mut frame, 0).unwrap();
+        assert_eq!(header.correlation_id, 1);
+        let response = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
+        assert_eq!(response.error_code, UNSUPPORTED_VERSION);
+        let apiversions = response
+            .api_keys
+            .iter()
+            .find(|key| key.api_key == ApiKey::ApiVersions as i16)
+            .unwrap();
+        assert_eq!(apiversions.max_version, 4);
+
+        // ApiVersions v3, the flexible form librdkafka sends first, on the same connection.
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("raw"))
+            .with_client_software_version(StrBytes::from_static_str("1.0"));
+        client
+            .send_raw(&request_frame(ApiKey::ApiVersions as i16, 3, 2, true, &encode(&request, 3)))
+            .unwrap();
+        let mut frame = Bytes::from(client.read_frame().unwrap().unwrap());
+        // ApiVersions answers always use response header v0.
+        assert_eq!(ResponseHeader::decode(&mut frame, 0).unwrap().correlation_id, 2);
+        let response = ApiVersionsResponse::decode(&mut frame, 3).unwrap();
+        assert_eq!(response.error_code, 0);
+        let produce = response.api_keys.iter().find(|key| key.api_key == 0).unwrap();
+        assert_eq!((produce.min_version, produce.max_version), (0, 12));
+
+        // A defined API we do not serve (SASL): a typed refusal, connection kept.
+        client
+            .send_request(ApiKey::SaslHandshake as i16, 1, 3, &[0, 5, b'P', b'L', b'A', b'I', b'N'])
+            .unwrap();
+        let mut frame = Bytes::from(client.read_frame().unwrap().unwrap());
+        assert_eq!(ResponseHeader::decode(&mut frame, 0).unwrap().correlation_id, 3);
+        let response = SaslHandshakeResponse::decode(&mut frame, 1).unwrap();
+        assert_eq!(response.error_code, UNSUPPORTED_VERSION);
+        client
+            .send_request(ApiKey::ApiVersions as i16, 0, 4, &[])
+            .unwrap();
+        assert!(client.read_frame().unwrap().is_some(), "connection survives");
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_get_kafka_errors_and_good_neighbours_are_stored() {
+    let server = TestServer::start().await;
+    server
+        .broker()
+        .create_stream("bad", 3, Default::default(), false)
+        .await
+        .unwrap();
+    let addr = server.kafka_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut client = RawClient::connect(addr).unwrap();
+        let good = build_simple_batch(1_700_000_000_000, &[b"good-1", b"good-2"]);
+        let mut corrupt = build_simple_batch(1_700_000_000_000, &[b"flipped"]);
+        let last = corrupt.len() - 3;
+        corrupt[last] ^= 0xff;
+        let huge_value = vec![b'z'; 1024 * 1024 + 100];
+        let huge = build_simple_batch(1_700_000_000_000, &[&huge_value]);
+
+        // One request: a corrupt batch, a good one, and an oversized one.
+        let body = produce_body("bad", vec![(0, corrupt), (1, good.clone()), (2, huge)]);
+        let answers = produce(&mut client, 10, &body);
+        assert_eq!(answers[0].1, CORRUPT_MESSAGE);
+        assert_eq!(answers[1], (1, 0, 0), "the good batch is stored at offset 0");
+        assert_eq!(answers[2].1, MESSAGE_TOO_LARGE);
+
+        // Unknown topic and unknown partition.
+        let answers = produce(&mut client, 11, &produce_body("no-such-topic", vec![(0, good.clone())]));
+        assert_eq!(answers[0].1, UNKNOWN_TOPIC_OR_PARTITION);
+        let answers = produce(&mut client, 12, &produce_body("bad", vec![(7, good.clone())]));
+        assert_eq!(answers[0].1, UNKNOWN_TOPIC_OR_PARTITION);
+
+        // The connection is still usable and the good batch is still there: the next
+        // append to partition 1 lands right after it.
+        let answers = produce(&mut client, 13, &produce_body("bad", vec![(1, good)]));
+        assert_eq!(answers[0], (1, 0, 2));
+    })
+    .await
+    .unwrap();
+    let (start, high) = server.broker().offsets("bad", 0).unwrap();
+    assert_eq!((start, high), (0, 0), "nothing was stored from the corrupt batch");
+    server.stop().await;
+}
+
+/// Sets an idempotent producer's id, epoch and first sequence on a batch.
+fn idempotent(mut batch: Vec<u8>, producer_id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+    write_crc(&mut batch);
+    batch
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_are_not_stored_twice_and_gaps_are_refused() {
+    let server = TestServer::start().await;
+    server
+        .broker()
+        .create_stream("idem", 1, Default::default(), false)
+        .await
+        .unwrap();
+    let (producer_id, epoch) = server.broker().init_producer_id(None).await.unwrap();
+    let addr = server.kafka_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut client = RawClient::connect(addr).unwrap();
+        let first = idempotent(build_simple_batch(1, &[b"a", b"b", b"c"]), producer_id, epoch, 0);
+        let second = idempotent(build_simple_batch(1, &[b"d"]), producer_id, epoch, 3);
+        assert_eq!(produce(&mut client, 1, &produce_body("idem", vec![(0, first.clone())])), vec![(0, 0, 0)]);
+        assert_eq!(produce(&mut client, 2, &produce_body("idem", vec![(0, second.clone())])), vec![(0, 0, 3)]);
+        // Retries of both: answered with the original offsets.
+        assert_eq!(produce(&mut client, 3, &produce_body("idem", vec![(0, first)])), vec![(0, 0, 0)]);
+        assert_eq!(produce(&mut client, 4, &produce_body("idem", vec![(0, second)])), vec![(0, 0, 3)]);
+        // A gap in the sequence.
+        let gap = idempotent(build_simple_batch(1, &[b"e"]), producer_id, epoch, 9);
+        let answers = produce(&mut client, 5, &produce_body("idem", vec![(0, gap)]));
+        assert_eq!(answers[0].1, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.broker().offsets("idem", 0).unwrap(), (0, 4), "4 records, no duplicates");
+    server.stop().await;
+}
