@@ -107,6 +107,22 @@ async fn malformed_frames_close_only_their_own_connection() {
             .unwrap();
         assert!(client.is_closed_by_server(), "undecodable body closes");
 
+        // Counts that claim far more than was sent (Metadata v1 with 2^31-1 topics; a
+        // flexible Produce v9 with 2^32-2 topics): refused before anything is sized from
+        // them, which would otherwise abort the process on allocation failure.
+        let mut client = RawClient::connect(addr).unwrap();
+        client
+            .send_request(ApiKey::Metadata as i16, 1, 7, &0x7fff_ffffi32.to_be_bytes())
+            .unwrap();
+        assert!(client.is_closed_by_server(), "huge array claim closes");
+        let mut client = RawClient::connect(addr).unwrap();
+        let mut produce_v9 = vec![0u8, 0xff, 0xff, 0, 0, 0x75, 0x30]; // null txn id, acks -1, timeout
+        produce_v9.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // topics: varint 2^32-1
+        client
+            .send_raw(&request_frame(ApiKey::Produce as i16, 9, 8, true, &produce_v9))
+            .unwrap();
+        assert!(client.is_closed_by_server(), "huge compact array claim closes");
+
         // A served API at a version outside the advertised range.
         let mut client = RawClient::connect(addr).unwrap();
         client

@@ -17,6 +17,7 @@
 mod codes;
 mod connection;
 mod frame;
+mod guard;
 mod handlers;
 mod versions;
 

@@ -26,7 +26,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::decode_request_header_from_buffer;
 
 use crate::connection::{ready, Pending, Reply};
-use crate::{versions, Context};
+use crate::{guard, versions, Context};
 
 /// Decodes one request frame and starts serving it.
 pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes) -> Pending {
@@ -52,6 +52,11 @@ pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes) -> Pending {
     let mut body = frame;
     if let Err(error) = decode_request_header_from_buffer(&mut body) {
         return ready(Reply::Close(format!("malformed {key:?} v{version} request header: {error}")));
+    }
+    // Before kafka_protocol sizes any Vec from a count on the wire, make sure every count
+    // fits in the bytes actually sent.
+    if let Err(error) = guard::check(key, version, &body) {
+        return ready(Reply::Close(format!("refused {key:?} v{version} request: {error}")));
     }
     let request = match RequestKind::decode(key, &mut body, version) {
         Ok(request) => request,
