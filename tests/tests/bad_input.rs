@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use shardline_core::batch::{build_simple_batch, write_crc};
-use shardline_testkit::{request_frame, RawClient, TestServer};
+use shardline_testkit::{RawClient, TestServer, request_frame};
 
 const CORRUPT_MESSAGE: i16 = 2;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -30,7 +30,12 @@ fn encode<M: Encodable>(message: &M, version: i16) -> Vec<u8> {
 fn assert_alive(addr: SocketAddr) {
     let mut client = RawClient::connect(addr).unwrap();
     client
-        .send_request(ApiKey::ApiVersions as i16, 0, 99, &encode(&ApiVersionsRequest::default(), 0))
+        .send_request(
+            ApiKey::ApiVersions as i16,
+            0,
+            99,
+            &encode(&ApiVersionsRequest::default(), 0),
+        )
         .unwrap();
     let frame = client.read_frame().unwrap().expect("an ApiVersions answer");
     assert_eq!(i32::from_be_bytes(frame[0..4].try_into().unwrap()), 99);
@@ -48,9 +53,11 @@ fn produce_body(topic: &str, partitions: Vec<(i32, Vec<u8>)>) -> Vec<u8> {
     let request = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-            .with_partition_data(data)]);
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(data),
+        ]);
     encode(&request, 8)
 }
 
@@ -79,7 +86,10 @@ async fn malformed_frames_close_only_their_own_connection() {
         // A length prefix far over the limit: closed before anything is allocated.
         let mut client = RawClient::connect(addr).unwrap();
         client.send_raw(&0x7fff_fff0i32.to_be_bytes()).unwrap();
-        assert!(client.is_closed_by_server(), "oversized frame closes the connection");
+        assert!(
+            client.is_closed_by_server(),
+            "oversized frame closes the connection"
+        );
         assert_alive(addr);
 
         // A negative length.
@@ -119,14 +129,28 @@ async fn malformed_frames_close_only_their_own_connection() {
         let mut produce_v9 = vec![0u8, 0xff, 0xff, 0, 0, 0x75, 0x30]; // null txn id, acks -1, timeout
         produce_v9.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // topics: varint 2^32-1
         client
-            .send_raw(&request_frame(ApiKey::Produce as i16, 9, 8, true, &produce_v9))
+            .send_raw(&request_frame(
+                ApiKey::Produce as i16,
+                9,
+                8,
+                true,
+                &produce_v9,
+            ))
             .unwrap();
-        assert!(client.is_closed_by_server(), "huge compact array claim closes");
+        assert!(
+            client.is_closed_by_server(),
+            "huge compact array claim closes"
+        );
 
         // A served API at a version outside the advertised range.
         let mut client = RawClient::connect(addr).unwrap();
         client
-            .send_request(ApiKey::Metadata as i16, 99, 8, &encode(&MetadataRequest::default(), 4))
+            .send_request(
+                ApiKey::Metadata as i16,
+                99,
+                8,
+                &encode(&MetadataRequest::default(), 4),
+            )
             .unwrap();
         assert!(client.is_closed_by_server(), "unknown version closes");
 
@@ -164,28 +188,56 @@ async fn version_negotiation_and_unserved_apis_answer_without_closing() {
             .with_client_software_name(StrBytes::from_static_str("raw"))
             .with_client_software_version(StrBytes::from_static_str("1.0"));
         client
-            .send_raw(&request_frame(ApiKey::ApiVersions as i16, 3, 2, true, &encode(&request, 3)))
+            .send_raw(&request_frame(
+                ApiKey::ApiVersions as i16,
+                3,
+                2,
+                true,
+                &encode(&request, 3),
+            ))
             .unwrap();
         let mut frame = Bytes::from(client.read_frame().unwrap().unwrap());
         // ApiVersions answers always use response header v0.
-        assert_eq!(ResponseHeader::decode(&mut frame, 0).unwrap().correlation_id, 2);
+        assert_eq!(
+            ResponseHeader::decode(&mut frame, 0)
+                .unwrap()
+                .correlation_id,
+            2
+        );
         let response = ApiVersionsResponse::decode(&mut frame, 3).unwrap();
         assert_eq!(response.error_code, 0);
-        let produce = response.api_keys.iter().find(|key| key.api_key == 0).unwrap();
+        let produce = response
+            .api_keys
+            .iter()
+            .find(|key| key.api_key == 0)
+            .unwrap();
         assert_eq!((produce.min_version, produce.max_version), (0, 12));
 
         // A defined API we do not serve (SASL): a typed refusal, connection kept.
         client
-            .send_request(ApiKey::SaslHandshake as i16, 1, 3, &[0, 5, b'P', b'L', b'A', b'I', b'N'])
+            .send_request(
+                ApiKey::SaslHandshake as i16,
+                1,
+                3,
+                &[0, 5, b'P', b'L', b'A', b'I', b'N'],
+            )
             .unwrap();
         let mut frame = Bytes::from(client.read_frame().unwrap().unwrap());
-        assert_eq!(ResponseHeader::decode(&mut frame, 0).unwrap().correlation_id, 3);
+        assert_eq!(
+            ResponseHeader::decode(&mut frame, 0)
+                .unwrap()
+                .correlation_id,
+            3
+        );
         let response = SaslHandshakeResponse::decode(&mut frame, 1).unwrap();
         assert_eq!(response.error_code, UNSUPPORTED_VERSION);
         client
             .send_request(ApiKey::ApiVersions as i16, 0, 4, &[])
             .unwrap();
-        assert!(client.read_frame().unwrap().is_some(), "connection survives");
+        assert!(
+            client.read_frame().unwrap().is_some(),
+            "connection survives"
+        );
     })
     .await
     .unwrap();
@@ -214,13 +266,25 @@ async fn bad_batches_get_kafka_errors_and_good_neighbours_are_stored() {
         let body = produce_body("bad", vec![(0, corrupt), (1, good.clone()), (2, huge)]);
         let answers = produce(&mut client, 10, &body);
         assert_eq!(answers[0].1, CORRUPT_MESSAGE);
-        assert_eq!(answers[1], (1, 0, 0), "the good batch is stored at offset 0");
+        assert_eq!(
+            answers[1],
+            (1, 0, 0),
+            "the good batch is stored at offset 0"
+        );
         assert_eq!(answers[2].1, MESSAGE_TOO_LARGE);
 
         // Unknown topic and unknown partition.
-        let answers = produce(&mut client, 11, &produce_body("no-such-topic", vec![(0, good.clone())]));
+        let answers = produce(
+            &mut client,
+            11,
+            &produce_body("no-such-topic", vec![(0, good.clone())]),
+        );
         assert_eq!(answers[0].1, UNKNOWN_TOPIC_OR_PARTITION);
-        let answers = produce(&mut client, 12, &produce_body("bad", vec![(7, good.clone())]));
+        let answers = produce(
+            &mut client,
+            12,
+            &produce_body("bad", vec![(7, good.clone())]),
+        );
         assert_eq!(answers[0].1, UNKNOWN_TOPIC_OR_PARTITION);
 
         // The connection is still usable and the good batch is still there: the next
@@ -231,7 +295,11 @@ async fn bad_batches_get_kafka_errors_and_good_neighbours_are_stored() {
     .await
     .unwrap();
     let (start, high) = server.broker().offsets("bad", 0).unwrap();
-    assert_eq!((start, high), (0, 0), "nothing was stored from the corrupt batch");
+    assert_eq!(
+        (start, high),
+        (0, 0),
+        "nothing was stored from the corrupt batch"
+    );
     server.stop().await;
 }
 
@@ -256,13 +324,38 @@ async fn idempotent_retries_are_not_stored_twice_and_gaps_are_refused() {
     let addr = server.kafka_addr;
     tokio::task::spawn_blocking(move || {
         let mut client = RawClient::connect(addr).unwrap();
-        let first = idempotent(build_simple_batch(1, &[b"a", b"b", b"c"]), producer_id, epoch, 0);
+        let first = idempotent(
+            build_simple_batch(1, &[b"a", b"b", b"c"]),
+            producer_id,
+            epoch,
+            0,
+        );
         let second = idempotent(build_simple_batch(1, &[b"d"]), producer_id, epoch, 3);
-        assert_eq!(produce(&mut client, 1, &produce_body("idem", vec![(0, first.clone())])), vec![(0, 0, 0)]);
-        assert_eq!(produce(&mut client, 2, &produce_body("idem", vec![(0, second.clone())])), vec![(0, 0, 3)]);
+        assert_eq!(
+            produce(
+                &mut client,
+                1,
+                &produce_body("idem", vec![(0, first.clone())])
+            ),
+            vec![(0, 0, 0)]
+        );
+        assert_eq!(
+            produce(
+                &mut client,
+                2,
+                &produce_body("idem", vec![(0, second.clone())])
+            ),
+            vec![(0, 0, 3)]
+        );
         // Retries of both: answered with the original offsets.
-        assert_eq!(produce(&mut client, 3, &produce_body("idem", vec![(0, first)])), vec![(0, 0, 0)]);
-        assert_eq!(produce(&mut client, 4, &produce_body("idem", vec![(0, second)])), vec![(0, 0, 3)]);
+        assert_eq!(
+            produce(&mut client, 3, &produce_body("idem", vec![(0, first)])),
+            vec![(0, 0, 0)]
+        );
+        assert_eq!(
+            produce(&mut client, 4, &produce_body("idem", vec![(0, second)])),
+            vec![(0, 0, 3)]
+        );
         // A gap in the sequence.
         let gap = idempotent(build_simple_batch(1, &[b"e"]), producer_id, epoch, 9);
         let answers = produce(&mut client, 5, &produce_body("idem", vec![(0, gap)]));
@@ -270,6 +363,10 @@ async fn idempotent_retries_are_not_stored_twice_and_gaps_are_refused() {
     })
     .await
     .unwrap();
-    assert_eq!(server.broker().offsets("idem", 0).unwrap(), (0, 4), "4 records, no duplicates");
+    assert_eq!(
+        server.broker().offsets("idem", 0).unwrap(),
+        (0, 4),
+        "4 records, no duplicates"
+    );
     server.stop().await;
 }

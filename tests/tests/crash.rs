@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{consume, create_topic, producer};
-use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
-use shardline_testkit::{data_dir, ServerProcess};
+use rdkafka::producer::FutureRecord;
+use shardline_testkit::{ServerProcess, data_dir};
 
 const PARTITIONS: i32 = 4;
 
@@ -80,7 +80,10 @@ async fn kill_9_during_acks_all_writes_loses_no_acknowledged_record() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let acked_before_kill = acknowledged.lock().unwrap().len();
-    assert!(acked_before_kill > 0, "the producer made progress before the kill");
+    assert!(
+        acked_before_kill > 0,
+        "the producer made progress before the kill"
+    );
     server.kill9();
     writer.await.unwrap();
     let acknowledged = acknowledged.lock().unwrap().clone();
@@ -91,21 +94,32 @@ async fn kill_9_during_acks_all_writes_loses_no_acknowledged_record() {
     let received = tokio::task::spawn_blocking(move || {
         // Read until idle: the log may hold more than was acknowledged (written, not yet
         // answered at the kill), never less.
-        consume(&bootstrap, "crash", PARTITIONS, Offset::Beginning, usize::MAX, Duration::from_secs(8))
+        consume(
+            &bootstrap,
+            "crash",
+            PARTITIONS,
+            Offset::Beginning,
+            usize::MAX,
+            Duration::from_secs(8),
+        )
     })
     .await
     .unwrap();
 
     let mut by_position = BTreeMap::new();
     for record in &received {
-        let previous = by_position.insert((record.partition, record.offset), record.payload.clone());
+        let previous =
+            by_position.insert((record.partition, record.offset), record.payload.clone());
         assert!(previous.is_none(), "offset {} read twice", record.offset);
     }
     for (index, (partition, offset)) in &acknowledged {
-        let stored = by_position
-            .get(&(*partition, *offset))
-            .unwrap_or_else(|| panic!("acknowledged record {index} at {partition}/{offset} is missing"));
-        assert_eq!(stored.as_deref(), Some(format!("record-{index:08}").as_bytes()));
+        let stored = by_position.get(&(*partition, *offset)).unwrap_or_else(|| {
+            panic!("acknowledged record {index} at {partition}/{offset} is missing")
+        });
+        assert_eq!(
+            stored.as_deref(),
+            Some(format!("record-{index:08}").as_bytes())
+        );
     }
     for partition in 0..PARTITIONS {
         let offsets: Vec<i64> = by_position
@@ -113,7 +127,11 @@ async fn kill_9_during_acks_all_writes_loses_no_acknowledged_record() {
             .filter(|(p, _)| *p == partition)
             .map(|(_, offset)| *offset)
             .collect();
-        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>(), "dense offsets in partition {partition}");
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as i64).collect::<Vec<_>>(),
+            "dense offsets in partition {partition}"
+        );
         // Within a partition the payload indexes rise with the offsets: order held.
         let indexes: Vec<u64> = offsets
             .iter()
@@ -122,7 +140,10 @@ async fn kill_9_during_acks_all_writes_loses_no_acknowledged_record() {
                 String::from_utf8(payload).unwrap()[7..].parse().unwrap()
             })
             .collect();
-        assert!(indexes.windows(2).all(|pair| pair[0] < pair[1]), "order in partition {partition}");
+        assert!(
+            indexes.windows(2).all(|pair| pair[0] < pair[1]),
+            "order in partition {partition}"
+        );
     }
     eprintln!(
         "acknowledged {total_expected} records ({acked_before_kill} before the kill); {} found after restart",
@@ -132,7 +153,12 @@ async fn kill_9_during_acks_all_writes_loses_no_acknowledged_record() {
     // The recovered log accepts new writes after its old tail.
     let producer = producer(&restarted.bootstrap(), &[]);
     let delivery = producer
-        .send(FutureRecord::<str, str>::to("crash").payload("after").partition(0), Duration::from_secs(10))
+        .send(
+            FutureRecord::<str, str>::to("crash")
+                .payload("after")
+                .partition(0),
+            Duration::from_secs(10),
+        )
         .await
         .expect("write after recovery");
     let partition_zero = by_position.keys().filter(|(p, _)| *p == 0).count() as i64;

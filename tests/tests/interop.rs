@@ -34,7 +34,10 @@ fn run_check(name: &str, program: &Path, args: &[&str], timeout: Duration) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|error| {
-            panic!("{name}: could not start {} ({error}); run `bash scripts/install-test-deps.sh`", program.display())
+            panic!(
+                "{name}: could not start {} ({error}); run `bash scripts/install-test-deps.sh`",
+                program.display()
+            )
         });
     let started = Instant::now();
     let status = loop {
@@ -51,12 +54,18 @@ fn run_check(name: &str, program: &Path, args: &[&str], timeout: Duration) {
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("--- {name} ({:.1} s)\n{stdout}", started.elapsed().as_secs_f64());
+    eprintln!(
+        "--- {name} ({:.1} s)\n{stdout}",
+        started.elapsed().as_secs_f64()
+    );
     assert!(
         status.success(),
         "{name} failed with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    assert!(stdout.lines().any(|line| line.starts_with("ok ")), "{name} ran no check");
+    assert!(
+        stdout.lines().any(|line| line.starts_with("ok ")),
+        "{name} ran no check"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +77,13 @@ async fn kafka_python_produces_and_consumes_with_every_codec() {
         run_check(
             "kafka-python",
             &python,
-            &["kafka_python_check.py", "--bootstrap", &bootstrap, "--topic-prefix", "kpy"],
+            &[
+                "kafka_python_check.py",
+                "--bootstrap",
+                &bootstrap,
+                "--topic-prefix",
+                "kpy",
+            ],
             Duration::from_secs(120),
         );
     })
@@ -89,7 +104,13 @@ async fn kafkajs_admin_and_idempotent_producer_work() {
         run_check(
             "kafkajs",
             Path::new("node"),
-            &["kafkajs_check.js", "--bootstrap", &bootstrap, "--topic-prefix", "kjs"],
+            &[
+                "kafkajs_check.js",
+                "--bootstrap",
+                &bootstrap,
+                "--topic-prefix",
+                "kjs",
+            ],
             Duration::from_secs(120),
         );
     })

@@ -40,7 +40,10 @@ async fn produce_keyed(
     }
     let mut acknowledged = BTreeMap::new();
     for (payload, delivery) in deliveries {
-        let delivery = delivery.await.expect("delivery future").expect("acknowledged");
+        let delivery = delivery
+            .await
+            .expect("delivery future")
+            .expect("acknowledged");
         acknowledged.insert(payload.into_bytes(), (delivery.partition, delivery.offset));
     }
     acknowledged
@@ -60,11 +63,22 @@ async fn every_codec_round_trips_at_the_acknowledged_offsets_and_survives_a_rest
 
     let check = |bootstrap: String, acknowledged: BTreeMap<Vec<u8>, (i32, i64)>| async move {
         let received = tokio::task::spawn_blocking(move || {
-            consume(&bootstrap, "codecs", 3, Offset::Beginning, 1000, Duration::from_secs(30))
+            consume(
+                &bootstrap,
+                "codecs",
+                3,
+                Offset::Beginning,
+                1000,
+                Duration::from_secs(30),
+            )
         })
         .await
         .unwrap();
-        assert_eq!(received.len(), 1000, "every acknowledged record is read back");
+        assert_eq!(
+            received.len(),
+            1000,
+            "every acknowledged record is read back"
+        );
         let mut last_offset = BTreeMap::new();
         for record in &received {
             let payload = record.payload.clone().unwrap();
@@ -76,9 +90,15 @@ async fn every_codec_round_trips_at_the_acknowledged_offsets_and_survives_a_rest
                 .unwrap()
                 .parse()
                 .unwrap();
-            assert_eq!(record.key.as_deref(), Some(format!("key-{index}").as_bytes()));
+            assert_eq!(
+                record.key.as_deref(),
+                Some(format!("key-{index}").as_bytes())
+            );
             let previous = last_offset.insert(record.partition, record.offset);
-            assert!(previous.is_none_or(|previous| previous < record.offset), "in offset order");
+            assert!(
+                previous.is_none_or(|previous| previous < record.offset),
+                "in offset order"
+            );
         }
         // Offsets are dense per partition: 0..n with nothing missing or repeated.
         for partition in 0..3 {

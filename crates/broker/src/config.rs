@@ -160,7 +160,9 @@ impl StreamConfig {
             "segment.bytes" => {
                 let bytes = number()?;
                 if !(1024..=i64::from(i32::MAX)).contains(&bytes) {
-                    return Err(invalid("segment.bytes must be between 1024 and 2147483647".to_owned()));
+                    return Err(invalid(
+                        "segment.bytes must be between 1024 and 2147483647".to_owned(),
+                    ));
                 }
                 self.segment_bytes = bytes as u64;
             }
@@ -181,10 +183,14 @@ impl StreamConfig {
                 self.max_message_bytes = bytes as u32;
             }
             "cleanup.policy" if value != "delete" => {
-                return Err(invalid("only cleanup.policy=delete is supported; log compaction is not".to_owned()));
+                return Err(invalid(
+                    "only cleanup.policy=delete is supported; log compaction is not".to_owned(),
+                ));
             }
             "message.timestamp.type" if value != "CreateTime" => {
-                return Err(invalid("only CreateTime timestamps are supported".to_owned()));
+                return Err(invalid(
+                    "only CreateTime timestamps are supported".to_owned(),
+                ));
             }
             _ if INERT_TOPIC_CONFIGS.iter().any(|(inert, _)| *inert == name) => {}
             _ => return Err(invalid("unknown topic config".to_owned())),
@@ -198,10 +204,16 @@ impl StreamConfig {
             ("retention.ms".to_owned(), self.retention_ms.to_string()),
             ("segment.bytes".to_owned(), self.segment_bytes.to_string()),
             ("segment.ms".to_owned(), self.segment_ms.to_string()),
-            ("max.message.bytes".to_owned(), self.max_message_bytes.to_string()),
+            (
+                "max.message.bytes".to_owned(),
+                self.max_message_bytes.to_string(),
+            ),
         ];
         for (name, default) in INERT_TOPIC_CONFIGS {
-            let value = explicit.get(*name).cloned().unwrap_or_else(|| (*default).to_owned());
+            let value = explicit
+                .get(*name)
+                .cloned()
+                .unwrap_or_else(|| (*default).to_owned());
             entries.push(((*name).to_owned(), value));
         }
         entries
@@ -233,7 +245,8 @@ mod tests {
             let result = StreamConfig::resolve(&defaults, &explicit(&[("retention.ms", bad)]));
             assert!(matches!(result, Err(Error::InvalidConfig { .. })), "{bad}");
         }
-        let ok = StreamConfig::resolve(&defaults, &explicit(&[("retention.ms", "86400000")])).unwrap();
+        let ok =
+            StreamConfig::resolve(&defaults, &explicit(&[("retention.ms", "86400000")])).unwrap();
         assert_eq!(ok.retention_ms, 86_400_000);
     }
 
@@ -241,8 +254,12 @@ mod tests {
     fn unknown_and_unsupported_configs_are_refused_inert_ones_accepted() {
         let defaults = StreamConfig::default();
         assert!(StreamConfig::resolve(&defaults, &explicit(&[("no.such", "1")])).is_err());
-        assert!(StreamConfig::resolve(&defaults, &explicit(&[("cleanup.policy", "compact")])).is_err());
-        assert!(StreamConfig::resolve(&defaults, &explicit(&[("min.insync.replicas", "2")])).is_ok());
+        assert!(
+            StreamConfig::resolve(&defaults, &explicit(&[("cleanup.policy", "compact")])).is_err()
+        );
+        assert!(
+            StreamConfig::resolve(&defaults, &explicit(&[("min.insync.replicas", "2")])).is_ok()
+        );
     }
 
     #[test]
@@ -253,6 +270,12 @@ mod tests {
         let segment = entries.iter().find(|e| e.name == "segment.bytes").unwrap();
         assert!(segment.is_explicit);
         assert_eq!(segment.value, "4096");
-        assert!(!entries.iter().find(|e| e.name == "retention.ms").unwrap().is_explicit);
+        assert!(
+            !entries
+                .iter()
+                .find(|e| e.name == "retention.ms")
+                .unwrap()
+                .is_explicit
+        );
     }
 }

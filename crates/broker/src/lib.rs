@@ -30,13 +30,13 @@ use shardline_core::batch::BatchHeader;
 use shardline_core::{HashKeyRange, StreamName};
 use shardline_log::{LogConfig, ShardLog};
 use shardline_meta::{MetaStore, ShardRecord, StreamRecord};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use config::{
-    BrokerConfig, ConfigEntry, FlushPolicy, StreamConfig, MAX_MESSAGE_BYTES_DEFAULT, MAX_MESSAGE_BYTES_MAX,
-    RETENTION_MS_MAX, RETENTION_MS_MIN,
+    BrokerConfig, ConfigEntry, FlushPolicy, MAX_MESSAGE_BYTES_DEFAULT, MAX_MESSAGE_BYTES_MAX,
+    RETENTION_MS_MAX, RETENTION_MS_MIN, StreamConfig,
 };
 pub use error::{Error, ErrorKind};
 pub use shard::AppendOutcome;
@@ -144,7 +144,9 @@ impl std::fmt::Debug for Broker {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -178,10 +180,9 @@ impl Broker {
     /// Opens the data directory, recovers every shard's log and starts the writers.
     pub async fn open(config: BrokerConfig) -> Result<Broker, Error> {
         let opening = config.clone();
-        let (meta, streams) =
-            tokio::task::spawn_blocking(move || open_blocking(&opening))
-                .await
-                .map_err(|error| Error::Internal(format!("open task failed: {error}")))??;
+        let (meta, streams) = tokio::task::spawn_blocking(move || open_blocking(&opening))
+            .await
+            .map_err(|error| Error::Internal(format!("open task failed: {error}")))??;
         let cluster_id = meta.metadata().cluster_id.clone();
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -294,7 +295,9 @@ impl Broker {
 
     /// One stream, if it exists.
     pub fn stream(&self, name: &str) -> Option<StreamInfo> {
-        self.streams_ref().get(name).map(|stream| stream.info.clone())
+        self.streams_ref()
+            .get(name)
+            .map(|stream| stream.info.clone())
     }
 
     /// Records and bytes appended since start (for metrics).
@@ -314,7 +317,12 @@ impl Broker {
             return Err(Error::UnknownStream(name.to_owned()));
         }
         match self
-            .create_stream(name, self.inner.config.default_shard_count as i64, BTreeMap::new(), false)
+            .create_stream(
+                name,
+                self.inner.config.default_shard_count as i64,
+                BTreeMap::new(),
+                false,
+            )
             .await
         {
             Ok(info) => Ok(info),
@@ -431,10 +439,10 @@ impl Broker {
         let doomed = dir.with_extension("deleting");
         let _ = tokio::task::spawn_blocking(move || {
             // Rename first so a crash mid-delete leaves a directory the next start sweeps.
-            if std::fs::rename(&dir, &doomed).is_ok() {
-                if let Err(error) = std::fs::remove_dir_all(&doomed) {
-                    warn!(%error, dir = %doomed.display(), "could not remove deleted stream's data");
-                }
+            if std::fs::rename(&dir, &doomed).is_ok()
+                && let Err(error) = std::fs::remove_dir_all(&doomed)
+            {
+                warn!(%error, dir = %doomed.display(), "could not remove deleted stream's data");
             }
         })
         .await;
@@ -599,15 +607,17 @@ impl Broker {
     /// Hands out an idempotent-producer id and epoch. With `current`, a client asks for
     /// its epoch to be bumped (KIP-360); a bump past the epoch range gets a fresh id.
     pub async fn init_producer_id(&self, current: Option<(i64, i16)>) -> Result<(i64, i16), Error> {
-        if let Some((producer_id, epoch)) = current {
-            if producer_id >= 0 && epoch >= 0 && epoch < i16::MAX - 1 {
-                return Ok((producer_id, epoch + 1));
-            }
+        if let Some((producer_id, epoch)) = current
+            && producer_id >= 0
+            && (0..i16::MAX - 1).contains(&epoch)
+        {
+            return Ok((producer_id, epoch + 1));
         }
         let broker = self.clone();
-        let producer_id = tokio::task::spawn_blocking(move || lock(&broker.inner.meta).allocate_producer_id())
-            .await
-            .map_err(|error| Error::Internal(format!("producer id task failed: {error}")))??;
+        let producer_id =
+            tokio::task::spawn_blocking(move || lock(&broker.inner.meta).allocate_producer_id())
+                .await
+                .map_err(|error| Error::Internal(format!("producer id task failed: {error}")))??;
         Ok((producer_id, 0))
     }
 
@@ -698,7 +708,13 @@ fn open_shards(config: &BrokerConfig, info: &StreamInfo, dir: &Path) -> Result<V
         .map(|shard| {
             let shard_dir = dir.join(format!("{:06}", shard.index));
             let log = ShardLog::open(&shard_dir, log_config(config, &info.config), now)?;
-            Ok(Shard::new(info.name.clone(), shard.index, shard.range, log, config.flush))
+            Ok(Shard::new(
+                info.name.clone(),
+                shard.index,
+                shard.range,
+                log,
+                config.flush,
+            ))
         })
         .collect()
 }
@@ -727,19 +743,22 @@ fn open_blocking(config: &BrokerConfig) -> Result<(MetaStore, Vec<OpenedStream>)
 }
 
 fn sweep_deleted(streams_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(streams_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(streams_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some_and(|ext| ext == "deleting") {
-            if let Err(error) = std::fs::remove_dir_all(&path) {
-                warn!(%error, dir = %path.display(), "could not sweep a deleted stream");
-            }
+        if path.extension().is_some_and(|ext| ext == "deleting")
+            && let Err(error) = std::fs::remove_dir_all(&path)
+        {
+            warn!(%error, dir = %path.display(), "could not sweep a deleted stream");
         }
     }
 }
 
 fn stream_info(config: &BrokerConfig, record: &StreamRecord) -> Result<StreamInfo, Error> {
-    let corrupt = |what: String| Error::Internal(format!("metadata for stream {}: bad {what}", record.name));
+    let corrupt =
+        |what: String| Error::Internal(format!("metadata for stream {}: bad {what}", record.name));
     let topic_id = parse_hex16(&record.topic_id).ok_or_else(|| corrupt("topic id".to_owned()))?;
     let shards = record
         .shards
@@ -748,8 +767,14 @@ fn stream_info(config: &BrokerConfig, record: &StreamRecord) -> Result<StreamInf
             Ok(ShardInfo {
                 index: shard.index,
                 range: HashKeyRange {
-                    start: shard.starting_hash_key.parse().map_err(|error| corrupt(format!("hash key: {error}")))?,
-                    end: shard.ending_hash_key.parse().map_err(|error| corrupt(format!("hash key: {error}")))?,
+                    start: shard
+                        .starting_hash_key
+                        .parse()
+                        .map_err(|error| corrupt(format!("hash key: {error}")))?,
+                    end: shard
+                        .ending_hash_key
+                        .parse()
+                        .map_err(|error| corrupt(format!("hash key: {error}")))?,
                 },
                 parent: shard.parent,
                 adjacent_parent: shard.adjacent_parent,

@@ -46,7 +46,11 @@ pub(crate) struct ProducerStates {
 }
 
 fn next_sequence(sequence: i32) -> i32 {
-    if sequence == i32::MAX { 0 } else { sequence + 1 }
+    if sequence == i32::MAX {
+        0
+    } else {
+        sequence + 1
+    }
 }
 
 impl ProducerStates {
@@ -81,11 +85,9 @@ impl ProducerStates {
                 }
             };
         }
-        if let Some(mark) = entry
-            .batches
-            .iter()
-            .find(|mark| mark.first_sequence == first_sequence && mark.last_sequence == last_sequence)
-        {
+        if let Some(mark) = entry.batches.iter().find(|mark| {
+            mark.first_sequence == first_sequence && mark.last_sequence == last_sequence
+        }) {
             return Verdict::Duplicate(*mark);
         }
         let expected = entry
@@ -142,7 +144,10 @@ mod tests {
             let first = batch * 10;
             states.record(7, 0, mark(first, first + 9, (batch * 10) as u64));
         }
-        assert_eq!(states.check(7, 0, 20, 29), Verdict::Duplicate(mark(20, 29, 20)));
+        assert_eq!(
+            states.check(7, 0, 20, 29),
+            Verdict::Duplicate(mark(20, 29, 20))
+        );
         assert_eq!(states.check(7, 0, 50, 59), Verdict::Append);
         states.record(7, 0, mark(50, 59, 50));
         // The oldest batch has been forgotten; its retry is now out of order.
@@ -174,7 +179,10 @@ mod tests {
             }
         );
         assert_eq!(states.check(7, 4, 0, 1), Verdict::Append);
-        assert!(matches!(states.check(7, 4, 3, 4), Verdict::OutOfOrder { .. }));
+        assert!(matches!(
+            states.check(7, 4, 3, 4),
+            Verdict::OutOfOrder { .. }
+        ));
     }
 
     #[test]

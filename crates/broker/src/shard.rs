@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
-use shardline_core::batch::BatchHeader;
 use shardline_core::HashKeyRange;
+use shardline_core::batch::BatchHeader;
 use shardline_log::ShardLog;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, warn};
 
 use crate::producer::{BatchMark, ProducerStates, Verdict};
@@ -72,7 +72,10 @@ impl std::fmt::Debug for Shard {
         f.debug_struct("Shard")
             .field("stream", &self.stream)
             .field("index", &self.index)
-            .field("high_watermark", &self.high_watermark.load(Ordering::Acquire))
+            .field(
+                "high_watermark",
+                &self.high_watermark.load(Ordering::Acquire),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -80,7 +83,9 @@ impl std::fmt::Debug for Shard {
 /// Lock poisoning means a thread panicked mid-update; the shard's in-memory state is then
 /// suspect, but the data on disk is not, so we keep serving rather than cascade panics.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shard {
@@ -354,7 +359,9 @@ pub(crate) async fn run_writer(shard: Arc<Shard>, mut queue: mpsc::Receiver<Appe
             }
         }
         let worker = Arc::clone(&shard);
-        if let Err(error) = tokio::task::spawn_blocking(move || worker.write_group_blocking(group)).await {
+        if let Err(error) =
+            tokio::task::spawn_blocking(move || worker.write_group_blocking(group)).await
+        {
             shard.fail(format!("writer task panicked: {error}"));
         }
     }

@@ -106,8 +106,16 @@ mod tests {
         let cases: [(&[u8], u128, [usize; 3]); 4] = [
             (b"a", 0x0cc175b9c0f1b6a831c399e269772661, [0, 0, 0]),
             (b"0", 0xcfcd208495d565ef66e7dff9f98764da, [1, 2, 3]),
-            ("ü".as_bytes(), 0xc03410a5204b21cd8229ff754688d743, [1, 2, 3]),
-            (b"partitionKey-0", 0xd593fc2c1c22ffb3f0109b2c4a73d4df, [1, 2, 3]),
+            (
+                "ü".as_bytes(),
+                0xc03410a5204b21cd8229ff754688d743,
+                [1, 2, 3],
+            ),
+            (
+                b"partitionKey-0",
+                0xd593fc2c1c22ffb3f0109b2c4a73d4df,
+                [1, 2, 3],
+            ),
         ];
         for (key, digest, shards) in cases {
             let hash = HashKey::of_partition_key(key);

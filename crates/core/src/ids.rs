@@ -49,7 +49,9 @@ pub enum StreamNameError {
     #[error("stream name {0:?} is reserved")]
     Reserved(String),
     /// A character outside `[A-Za-z0-9._-]`.
-    #[error("stream name {name:?} contains {found:?}; only ASCII letters, digits, '.', '_' and '-' are allowed")]
+    #[error(
+        "stream name {name:?} contains {found:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+    )]
     BadCharacter {
         /// The refused name.
         name: String,
@@ -119,7 +121,10 @@ mod tests {
     fn stream_names_follow_both_rule_sets() {
         assert!(StreamName::new("orders.v1_EU-west").is_ok());
         assert_eq!(StreamName::new(""), Err(StreamNameError::Empty));
-        assert!(matches!(StreamName::new(".."), Err(StreamNameError::Reserved(_))));
+        assert!(matches!(
+            StreamName::new(".."),
+            Err(StreamNameError::Reserved(_))
+        ));
         assert!(matches!(
             StreamName::new("a b"),
             Err(StreamNameError::BadCharacter { found: ' ', .. })

@@ -10,13 +10,13 @@ use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::frame::decode_frame;
-use crate::{handlers, Context};
+use crate::{Context, handlers};
 
 /// Requests read ahead of the response being written. Kafka clients pipeline up to five
 /// per connection by default; beyond this the reader simply waits.
@@ -56,7 +56,9 @@ pub(crate) fn encode_reply<R: Encodable + HeaderVersion>(
         .and_then(|()| response.encode(&mut out, version));
     if let Err(error) = encoded {
         // A response we cannot encode is our bug; closing beats a client waiting forever.
-        return Reply::Close(format!("could not encode {key:?} v{version} response: {error}"));
+        return Reply::Close(format!(
+            "could not encode {key:?} v{version} response: {error}"
+        ));
     }
     let length = (out.len() - 4) as i32;
     out[0..4].copy_from_slice(&length.to_be_bytes());
@@ -72,7 +74,9 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (mut reader, writer) = socket.into_split();
-    let inflight = Arc::new(Semaphore::new(context.config.inflight_bytes_per_connection_max));
+    let inflight = Arc::new(Semaphore::new(
+        context.config.inflight_bytes_per_connection_max,
+    ));
     let (queue, pending) = mpsc::channel(PIPELINE_MAX);
     let writer = tokio::spawn(write_replies(writer, pending, peer));
     let mut buffer = BytesMut::with_capacity(64 * 1024);

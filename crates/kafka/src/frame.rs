@@ -29,11 +29,16 @@ pub(crate) enum FrameError {
 ///
 /// Returns `Ok(None)` when more bytes are needed; it then reserves room for the rest of
 /// the frame, which is safe because the length has already passed the limit check.
-pub(crate) fn decode_frame(buffer: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, FrameError> {
+pub(crate) fn decode_frame(
+    buffer: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<BytesMut>, FrameError> {
     if buffer.len() < 4 {
         return Ok(None);
     }
-    let claimed = i64::from(i32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]));
+    let claimed = i64::from(i32::from_be_bytes([
+        buffer[0], buffer[1], buffer[2], buffer[3],
+    ]));
     if claimed < REQUEST_LEN_MIN as i64 {
         return Err(FrameError::TooSmall(claimed));
     }
@@ -87,7 +92,10 @@ mod tests {
     #[test]
     fn negative_and_tiny_lengths_are_refused() {
         let mut negative = BytesMut::from(&(-5i32).to_be_bytes()[..]);
-        assert_eq!(decode_frame(&mut negative, 1024), Err(FrameError::TooSmall(-5)));
+        assert_eq!(
+            decode_frame(&mut negative, 1024),
+            Err(FrameError::TooSmall(-5))
+        );
         let mut tiny = framed(&[0u8; 3]);
         assert_eq!(decode_frame(&mut tiny, 1024), Err(FrameError::TooSmall(3)));
     }

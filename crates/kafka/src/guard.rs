@@ -123,7 +123,11 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn array(&mut self, element_bytes_min: u64, mut element: impl FnMut(&mut Self) -> Walk) -> Walk {
+    fn array(
+        &mut self,
+        element_bytes_min: u64,
+        mut element: impl FnMut(&mut Self) -> Walk,
+    ) -> Walk {
         if let Some(count) = self.length(false)? {
             self.check_fits(count, element_bytes_min)?;
             for _ in 0..count {
@@ -385,7 +389,10 @@ mod tests {
         let body = 0x7fff_ffffi32.to_be_bytes();
         assert!(matches!(
             check(ApiKey::Metadata, 1, &body),
-            Err(GuardError::CountTooLarge { claimed: 0x7fff_ffff, .. })
+            Err(GuardError::CountTooLarge {
+                claimed: 0x7fff_ffff,
+                ..
+            })
         ));
         // The same claim in compact form (Metadata v9+).
         let compact = [0xff, 0xff, 0xff, 0xff, 0x07];

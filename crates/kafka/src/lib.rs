@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use shardline_broker::Broker;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 

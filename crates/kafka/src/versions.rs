@@ -82,7 +82,10 @@ mod tests {
         ];
         for (key, version) in needs {
             let entry = lookup(key).unwrap();
-            assert!(entry.min <= version && version <= entry.max, "{key:?} v{version}");
+            assert!(
+                entry.min <= version && version <= entry.max,
+                "{key:?} v{version}"
+            );
         }
     }
 

@@ -46,7 +46,9 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// The document was written by a newer Shardline.
-    #[error("metadata file {path} has format version {found}; this build reads version {FORMAT_VERSION}")]
+    #[error(
+        "metadata file {path} has format version {found}; this build reads version {FORMAT_VERSION}"
+    )]
     UnknownVersion {
         /// The file.
         path: PathBuf,

@@ -7,11 +7,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use shardline_broker::{
-    BrokerConfig, FlushPolicy, StreamConfig, MAX_MESSAGE_BYTES_DEFAULT, RETENTION_MS_MAX,
-    RETENTION_MS_MIN,
+    BrokerConfig, FlushPolicy, MAX_MESSAGE_BYTES_DEFAULT, RETENTION_MS_MAX, RETENTION_MS_MIN,
+    StreamConfig,
 };
 use shardline_kafka::KafkaConfig;
 
@@ -193,16 +193,18 @@ impl ServeConfig {
 
     /// Checks every value and builds the settings of each part.
     pub fn validate(&self) -> anyhow::Result<Validated> {
-        let kafka_listen: SocketAddr = self
-            .kafka
-            .listen
-            .parse()
-            .with_context(|| format!("kafka.listen {:?} is not an ip:port address", self.kafka.listen))?;
-        let http_listen: SocketAddr = self
-            .http
-            .listen
-            .parse()
-            .with_context(|| format!("http.listen {:?} is not an ip:port address", self.http.listen))?;
+        let kafka_listen: SocketAddr = self.kafka.listen.parse().with_context(|| {
+            format!(
+                "kafka.listen {:?} is not an ip:port address",
+                self.kafka.listen
+            )
+        })?;
+        let http_listen: SocketAddr = self.http.listen.parse().with_context(|| {
+            format!(
+                "http.listen {:?} is not an ip:port address",
+                self.http.listen
+            )
+        })?;
         let advertised = match &self.kafka.advertised_listener {
             None => None,
             Some(text) => Some(parse_host_port(text)?),

@@ -68,18 +68,30 @@ pub fn metrics(broker: &Broker) -> String {
     let (records, bytes) = broker.appended_totals();
     let streams = broker.streams();
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP shardline_incoming_records_total Records accepted for append (Kinesis IncomingRecords).");
+    let _ = writeln!(
+        out,
+        "# HELP shardline_incoming_records_total Records accepted for append (Kinesis IncomingRecords)."
+    );
     let _ = writeln!(out, "# TYPE shardline_incoming_records_total counter");
     let _ = writeln!(out, "shardline_incoming_records_total {records}");
-    let _ = writeln!(out, "# HELP shardline_incoming_bytes_total Record-batch bytes accepted for append (Kinesis IncomingBytes).");
+    let _ = writeln!(
+        out,
+        "# HELP shardline_incoming_bytes_total Record-batch bytes accepted for append (Kinesis IncomingBytes)."
+    );
     let _ = writeln!(out, "# TYPE shardline_incoming_bytes_total counter");
     let _ = writeln!(out, "shardline_incoming_bytes_total {bytes}");
     let _ = writeln!(out, "# HELP shardline_streams Streams (topics) that exist.");
     let _ = writeln!(out, "# TYPE shardline_streams gauge");
     let _ = writeln!(out, "shardline_streams {}", streams.len());
-    let _ = writeln!(out, "# HELP shardline_shard_high_watermark Next offset to become readable, per shard.");
+    let _ = writeln!(
+        out,
+        "# HELP shardline_shard_high_watermark Next offset to become readable, per shard."
+    );
     let _ = writeln!(out, "# TYPE shardline_shard_high_watermark gauge");
-    let _ = writeln!(out, "# HELP shardline_shard_log_start_offset First offset kept, per shard.");
+    let _ = writeln!(
+        out,
+        "# HELP shardline_shard_log_start_offset First offset kept, per shard."
+    );
     let _ = writeln!(out, "# TYPE shardline_shard_log_start_offset gauge");
     for stream in &streams {
         for shard in &stream.shards {

@@ -9,7 +9,11 @@ use shardline::server::RunningServer;
 use tracing::info;
 
 #[derive(Debug, Parser)]
-#[command(name = "shardline", version, about = "A Kafka-wire stream store with Kinesis semantics")]
+#[command(
+    name = "shardline",
+    version,
+    about = "A Kafka-wire stream store with Kinesis semantics"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,7 +53,9 @@ struct ServeArgs {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_not_set| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -58,7 +64,7 @@ fn init_tracing(json: bool) {
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     Ok(tokio::select! {
@@ -105,7 +111,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let json = matches!(&cli.command, Command::Serve(args) if args.log_json);
     init_tracing(json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: could not start the async runtime: {error}");

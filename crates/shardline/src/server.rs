@@ -44,9 +44,12 @@ impl RunningServer {
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http_listen))?;
         let http_addr = http_listener.local_addr()?;
-        let broker = Broker::open(config.broker.clone())
-            .await
-            .with_context(|| format!("opening data directory {}", config.broker.data_dir.display()))?;
+        let broker = Broker::open(config.broker.clone()).await.with_context(|| {
+            format!(
+                "opening data directory {}",
+                config.broker.data_dir.display()
+            )
+        })?;
         let mut kafka = config.kafka.clone();
         let (host, port) = config
             .advertised
@@ -85,7 +88,9 @@ impl RunningServer {
         let kafka = self.kafka_task.await;
         let _ = self.http_task.await;
         self.broker.shutdown().await;
-        kafka.context("kafka listener task")?.context("kafka listener")?;
+        kafka
+            .context("kafka listener task")?
+            .context("kafka listener")?;
         Ok(())
     }
 }

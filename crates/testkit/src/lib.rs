@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use shardline::config::ServeConfig;
 use shardline::server::RunningServer;
 use tempfile::TempDir;
@@ -27,8 +27,10 @@ pub fn data_dir() -> DataDir {
 
 /// A config bound to ephemeral loopback ports and rooted at `dir`.
 pub fn test_config(dir: &Path) -> ServeConfig {
-    let mut config = ServeConfig::default();
-    config.data_dir = dir.to_path_buf();
+    let mut config = ServeConfig {
+        data_dir: dir.to_path_buf(),
+        ..ServeConfig::default()
+    };
     config.kafka.listen = "127.0.0.1:0".to_owned();
     config.http.listen = "127.0.0.1:0".to_owned();
     config.shutdown.grace_ms = 2_000;
@@ -54,7 +56,10 @@ impl TestServer {
     }
 
     /// Starts on `data_dir`, letting `configure` adjust the settings first.
-    pub async fn start_in(data_dir: DataDir, configure: impl FnOnce(&mut ServeConfig)) -> TestServer {
+    pub async fn start_in(
+        data_dir: DataDir,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> TestServer {
         let mut config = test_config(data_dir.path());
         configure(&mut config);
         let validated = config.validate().expect("test config is valid");
@@ -134,7 +139,10 @@ impl ServerProcess {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_unset| "warn".to_owned()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_unset| "warn".to_owned()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -149,7 +157,9 @@ impl ServerProcess {
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix(key))
                 .with_context(|| format!("no {key} in {line:?}"))?;
-            value.parse().with_context(|| format!("bad address in {line:?}"))
+            value
+                .parse()
+                .with_context(|| format!("bad address in {line:?}"))
         };
         let kafka_addr = match parse("kafka=") {
             Ok(addr) => addr,
@@ -228,7 +238,13 @@ impl RawClient {
 
     /// Sends one request: length prefix, v1 request header (key, version, correlation id,
     /// client id "raw"), then `body`.
-    pub fn send_request(&mut self, key: i16, version: i16, correlation_id: i32, body: &[u8]) -> anyhow::Result<()> {
+    pub fn send_request(
+        &mut self,
+        key: i16,
+        version: i16,
+        correlation_id: i32,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
         self.send_raw(&request_frame(key, version, correlation_id, false, body))
     }
 
@@ -266,7 +282,13 @@ impl RawClient {
 
 /// Frames a request with a request header: v2 (flexible, with an empty tagged-field
 /// section) when `flexible`, else v1.
-pub fn request_frame(key: i16, version: i16, correlation_id: i32, flexible: bool, body: &[u8]) -> Vec<u8> {
+pub fn request_frame(
+    key: i16,
+    version: i16,
+    correlation_id: i32,
+    flexible: bool,
+    body: &[u8],
+) -> Vec<u8> {
     let mut payload = Vec::new();
     payload.extend_from_slice(&key.to_be_bytes());
     payload.extend_from_slice(&version.to_be_bytes());

@@ -31,12 +31,14 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
 }
 
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
-        .create()
-        .expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(bootstrap).create().expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await
         .expect("create_topics request");
     for result in results {

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
@@ -17,10 +19,10 @@ use kafka_protocol::messages::{
 };
 use shardline_broker::{ConfigEntry, Error, StreamInfo};
 
-use crate::codes;
-use crate::connection::{encode_reply, Pending};
-use crate::handlers::str_bytes;
 use crate::Context;
+use crate::codes;
+use crate::connection::{Pending, encode_reply};
+use crate::handlers::str_bytes;
 
 /// DescribeConfigs resource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -105,7 +107,11 @@ fn error_result(
     }
 }
 
-fn created_result(result: CreatableTopicResult, version: i16, info: &StreamInfo) -> CreatableTopicResult {
+fn created_result(
+    result: CreatableTopicResult,
+    version: i16,
+    info: &StreamInfo,
+) -> CreatableTopicResult {
     let result = result.with_error_code(codes::NONE);
     if version < 5 {
         return result;
@@ -118,7 +124,11 @@ fn created_result(result: CreatableTopicResult, version: i16, info: &StreamInfo)
             CreatableTopicConfigs::default()
                 .with_name(str_bytes(entry.name))
                 .with_value(Some(str_bytes(entry.value)))
-                .with_config_source(if entry.is_explicit { SOURCE_TOPIC } else { SOURCE_DEFAULT })
+                .with_config_source(if entry.is_explicit {
+                    SOURCE_TOPIC
+                } else {
+                    SOURCE_DEFAULT
+                })
         })
         .collect();
     let result = result
@@ -145,12 +155,12 @@ pub(crate) fn delete_topics(
             .iter()
             .map(|name| (Some(name.0.to_string()), uuid::Uuid::nil()))
             .collect();
-        targets.extend(
-            request
-                .topics
-                .iter()
-                .map(|state| (state.name.as_ref().map(|name| name.0.to_string()), state.topic_id)),
-        );
+        targets.extend(request.topics.iter().map(|state| {
+            (
+                state.name.as_ref().map(|name| name.0.to_string()),
+                state.topic_id,
+            )
+        }));
         let mut results = Vec::with_capacity(targets.len());
         for (name, topic_id) in targets {
             let resolved = match &name {
@@ -193,14 +203,22 @@ pub(crate) fn delete_topics(
 /// ConfigType (DescribeConfigs v3+) of the configs we report.
 fn config_type(name: &str) -> i8 {
     match name {
-        "retention.ms" | "segment.ms" | "retention.bytes" | "local.retention.ms"
-        | "local.retention.bytes" | "log.retention.ms" => 5, // LONG
-        "segment.bytes" | "max.message.bytes" | "min.insync.replicas" | "num.partitions"
+        "retention.ms"
+        | "segment.ms"
+        | "retention.bytes"
+        | "local.retention.ms"
+        | "local.retention.bytes"
+        | "log.retention.ms" => 5, // LONG
+        "segment.bytes"
+        | "max.message.bytes"
+        | "min.insync.replicas"
+        | "num.partitions"
         | "message.max.bytes" => 3, // INT
-        "unclean.leader.election.enable" | "message.downconversion.enable"
+        "unclean.leader.election.enable"
+        | "message.downconversion.enable"
         | "auto.create.topics.enable" => 1, // BOOLEAN
-        "cleanup.policy" => 7,                  // LIST
-        _ => 2,                                 // STRING
+        "cleanup.policy" => 7, // LIST
+        _ => 2,                // STRING
     }
 }
 
@@ -216,14 +234,20 @@ pub(crate) fn describe_configs(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
-            let entries: Result<Vec<(ConfigEntry, i8)>, (i16, String)> = match resource.resource_type {
+            let entries: Result<Vec<(ConfigEntry, i8)>, (i16, String)> = match resource
+                .resource_type
+            {
                 RESOURCE_TOPIC => match context.broker.stream(resource.resource_name.as_str()) {
                     Some(info) => Ok(info
                         .config
                         .describe(&info.explicit_configs)
                         .into_iter()
                         .map(|entry| {
-                            let source = if entry.is_explicit { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                            let source = if entry.is_explicit {
+                                SOURCE_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
                             (entry, source)
                         })
                         .collect()),
@@ -244,7 +268,9 @@ pub(crate) fn describe_configs(
                     let configs = entries
                         .into_iter()
                         .filter(|(entry, _)| {
-                            wanted.is_none_or(|keys| keys.iter().any(|key| key.as_str() == entry.name))
+                            wanted.is_none_or(|keys| {
+                                keys.iter().any(|key| key.as_str() == entry.name)
+                            })
                         })
                         .map(|(entry, source)| {
                             let read_only = resource.resource_type == RESOURCE_BROKER;
@@ -277,12 +303,18 @@ fn broker_entries(context: &Context) -> Vec<(ConfigEntry, i8)> {
     let config = context.broker.config();
     let defaults = config.stream_defaults;
     [
-        ("auto.create.topics.enable", config.auto_create_streams.to_string()),
+        (
+            "auto.create.topics.enable",
+            config.auto_create_streams.to_string(),
+        ),
         ("num.partitions", config.default_shard_count.to_string()),
         ("log.retention.ms", defaults.retention_ms.to_string()),
         ("log.segment.bytes", defaults.segment_bytes.to_string()),
         ("message.max.bytes", defaults.max_message_bytes.to_string()),
-        ("socket.request.max.bytes", context.config.frame_bytes_max.to_string()),
+        (
+            "socket.request.max.bytes",
+            context.config.frame_bytes_max.to_string(),
+        ),
     ]
     .into_iter()
     .map(|(name, value)| {

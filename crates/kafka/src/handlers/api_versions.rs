@@ -4,10 +4,10 @@
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
-use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable};
+use kafka_protocol::protocol::{Decodable, decode_request_header_from_buffer};
 
 use crate::codes;
-use crate::connection::{encode_reply, ready, Pending, Reply};
+use crate::connection::{Pending, Reply, encode_reply, ready};
 use crate::versions;
 
 fn advertised() -> Vec<ApiVersion> {
@@ -26,7 +26,9 @@ fn advertised() -> Vec<ApiVersion> {
 
 pub(crate) fn handle(frame: Bytes, version: i16, correlation_id: i32) -> Pending {
     let Some(entry) = versions::lookup(ApiKey::ApiVersions) else {
-        return ready(Reply::Close("ApiVersions missing from the version table".to_owned()));
+        return ready(Reply::Close(
+            "ApiVersions missing from the version table".to_owned(),
+        ));
     };
     if version > entry.max || version < 0 {
         // A newer client: answer in v0, which every client can parse, with our table, so
@@ -34,17 +36,31 @@ pub(crate) fn handle(frame: Bytes, version: i16, correlation_id: i32) -> Pending
         let response = ApiVersionsResponse::default()
             .with_error_code(codes::UNSUPPORTED_VERSION)
             .with_api_keys(advertised());
-        return ready(encode_reply(ApiKey::ApiVersions, 0, correlation_id, &response));
+        return ready(encode_reply(
+            ApiKey::ApiVersions,
+            0,
+            correlation_id,
+            &response,
+        ));
     }
     let mut body = frame;
     if let Err(error) = decode_request_header_from_buffer(&mut body) {
-        return ready(Reply::Close(format!("malformed ApiVersions header: {error}")));
+        return ready(Reply::Close(format!(
+            "malformed ApiVersions header: {error}"
+        )));
     }
     if let Err(error) = ApiVersionsRequest::decode(&mut body, version) {
-        return ready(Reply::Close(format!("malformed ApiVersions v{version} request: {error}")));
+        return ready(Reply::Close(format!(
+            "malformed ApiVersions v{version} request: {error}"
+        )));
     }
     let response = ApiVersionsResponse::default()
         .with_error_code(codes::NONE)
         .with_api_keys(advertised());
-    ready(encode_reply(ApiKey::ApiVersions, version, correlation_id, &response))
+    ready(encode_reply(
+        ApiKey::ApiVersions,
+        version,
+        correlation_id,
+        &response,
+    ))
 }

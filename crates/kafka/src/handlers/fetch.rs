@@ -16,10 +16,10 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
 
-use crate::codes;
-use crate::connection::{encode_reply, Pending};
-use crate::handlers::str_bytes;
 use crate::Context;
+use crate::codes;
+use crate::connection::{Pending, encode_reply};
+use crate::handlers::str_bytes;
 
 /// Upper bound on how long one fetch may be held, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -66,7 +66,8 @@ pub(crate) fn handle(
             // Register for wake-ups before reading, so an append between the read and the
             // wait is not missed.
             let woken = context.broker.watch(&targets);
-            let (results, total_bytes, any_error) = read_all(&context, &wanted, max_bytes, version).await;
+            let (results, total_bytes, any_error) =
+                read_all(&context, &wanted, max_bytes, version).await;
             let now = Instant::now();
             if total_bytes >= min_bytes || any_error || now >= deadline {
                 return encode_reply(
@@ -112,11 +113,13 @@ async fn read_all(
             context
                 .broker
                 .offsets(&want.topic, i64::from(want.partition))
-                .map(|(log_start_offset, high_watermark)| shardline_broker::ReadOutcome {
-                    records: Bytes::new(),
-                    high_watermark,
-                    log_start_offset,
-                })
+                .map(
+                    |(log_start_offset, high_watermark)| shardline_broker::ReadOutcome {
+                        records: Bytes::new(),
+                        high_watermark,
+                        log_start_offset,
+                    },
+                )
         } else {
             context
                 .broker

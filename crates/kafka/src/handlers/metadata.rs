@@ -10,10 +10,10 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use shardline_broker::{Error, StreamInfo};
 
-use crate::codes;
-use crate::connection::{encode_reply, Pending};
-use crate::handlers::str_bytes;
 use crate::Context;
+use crate::codes;
+use crate::connection::{Pending, encode_reply};
+use crate::handlers::str_bytes;
 
 pub(crate) fn handle(
     context: Arc<Context>,
@@ -31,7 +31,12 @@ pub(crate) fn handle(
         });
         let topics = match requested {
             // v0 uses an empty list for "all topics"; v1+ uses null.
-            None => context.broker.streams().iter().map(|info| topic(info, node, version)).collect(),
+            None => context
+                .broker
+                .streams()
+                .iter()
+                .map(|info| topic(info, node, version))
+                .collect(),
             Some(names) if names.is_empty() && version == 0 => context
                 .broker
                 .streams()

@@ -25,8 +25,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::decode_request_header_from_buffer;
 
-use crate::connection::{ready, Pending, Reply};
-use crate::{guard, versions, Context};
+use crate::connection::{Pending, Reply, ready};
+use crate::{Context, guard, versions};
 
 /// Decodes one request frame and starts serving it.
 pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes) -> Pending {
@@ -51,30 +51,46 @@ pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes) -> Pending {
     }
     let mut body = frame;
     if let Err(error) = decode_request_header_from_buffer(&mut body) {
-        return ready(Reply::Close(format!("malformed {key:?} v{version} request header: {error}")));
+        return ready(Reply::Close(format!(
+            "malformed {key:?} v{version} request header: {error}"
+        )));
     }
     // Before kafka_protocol sizes any Vec from a count on the wire, make sure every count
     // fits in the bytes actually sent.
     if let Err(error) = guard::check(key, version, &body) {
-        return ready(Reply::Close(format!("refused {key:?} v{version} request: {error}")));
+        return ready(Reply::Close(format!(
+            "refused {key:?} v{version} request: {error}"
+        )));
     }
     let request = match RequestKind::decode(key, &mut body, version) {
         Ok(request) => request,
         Err(error) => {
-            return ready(Reply::Close(format!("malformed {key:?} v{version} request: {error}")));
+            return ready(Reply::Close(format!(
+                "malformed {key:?} v{version} request: {error}"
+            )));
         }
     };
     let context = Arc::clone(context);
     match request {
-        RequestKind::Produce(request) => produce::handle(context, request, version, correlation_id).await,
+        RequestKind::Produce(request) => {
+            produce::handle(context, request, version, correlation_id).await
+        }
         RequestKind::Fetch(request) => fetch::handle(context, request, version, correlation_id),
-        RequestKind::ListOffsets(request) => offsets::list_offsets(context, request, version, correlation_id),
+        RequestKind::ListOffsets(request) => {
+            offsets::list_offsets(context, request, version, correlation_id)
+        }
         RequestKind::OffsetForLeaderEpoch(request) => {
             offsets::offset_for_leader_epoch(context, request, version, correlation_id)
         }
-        RequestKind::Metadata(request) => metadata::handle(context, request, version, correlation_id),
-        RequestKind::CreateTopics(request) => admin::create_topics(context, request, version, correlation_id),
-        RequestKind::DeleteTopics(request) => admin::delete_topics(context, request, version, correlation_id),
+        RequestKind::Metadata(request) => {
+            metadata::handle(context, request, version, correlation_id)
+        }
+        RequestKind::CreateTopics(request) => {
+            admin::create_topics(context, request, version, correlation_id)
+        }
+        RequestKind::DeleteTopics(request) => {
+            admin::delete_topics(context, request, version, correlation_id)
+        }
         RequestKind::DescribeConfigs(request) => {
             admin::describe_configs(context, request, version, correlation_id)
         }

@@ -13,9 +13,9 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 
-use crate::codes;
-use crate::connection::{encode_reply, Pending};
 use crate::Context;
+use crate::codes;
+use crate::connection::{Pending, encode_reply};
 
 /// ListOffsets timestamp meaning "the next offset to be written".
 const LATEST: i64 = -1;
@@ -36,10 +36,19 @@ pub(crate) fn list_offsets(
             for partition in topic.partitions {
                 let index = i64::from(partition.partition_index);
                 let found = match partition.timestamp {
-                    LATEST => context.broker.offsets(&name, index).map(|(_, high)| Some(high)),
-                    EARLIEST => context.broker.offsets(&name, index).map(|(start, _)| Some(start)),
+                    LATEST => context
+                        .broker
+                        .offsets(&name, index)
+                        .map(|(_, high)| Some(high)),
+                    EARLIEST => context
+                        .broker
+                        .offsets(&name, index)
+                        .map(|(start, _)| Some(start)),
                     timestamp if timestamp >= 0 => {
-                        context.broker.offset_for_timestamp(&name, index, timestamp).await
+                        context
+                            .broker
+                            .offset_for_timestamp(&name, index, timestamp)
+                            .await
                     }
                     // -3 (max timestamp) and the tiered specials are not served yet.
                     _ => {
@@ -100,7 +109,10 @@ pub(crate) fn offset_for_leader_epoch(
                     .iter()
                     .map(|partition| {
                         let answer = EpochEndOffset::default().with_partition(partition.partition);
-                        match context.broker.offsets(&name, i64::from(partition.partition)) {
+                        match context
+                            .broker
+                            .offsets(&name, i64::from(partition.partition))
+                        {
                             // The only epoch there has ever been is 0, so it ends at the
                             // high watermark.
                             Ok((_, high_watermark)) => answer
@@ -120,6 +132,11 @@ pub(crate) fn offset_for_leader_epoch(
             })
             .collect();
         let response = OffsetForLeaderEpochResponse::default().with_topics(topics);
-        encode_reply(ApiKey::OffsetForLeaderEpoch, version, correlation_id, &response)
+        encode_reply(
+            ApiKey::OffsetForLeaderEpoch,
+            version,
+            correlation_id,
+            &response,
+        )
     })
 }

@@ -4,17 +4,15 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
-};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use shardline_broker::{Error, PendingAppend};
 use shardline_core::batch::{BatchHeader, Compression};
 
-use crate::codes;
-use crate::connection::{encode_reply, ready, Pending, Reply};
-use crate::handlers::str_bytes;
 use crate::Context;
+use crate::codes;
+use crate::connection::{Pending, Reply, encode_reply, ready};
+use crate::handlers::str_bytes;
 
 /// Zstandard batches need Produce v7 or later (KIP-110).
 const ZSTD_PRODUCE_VERSION_MIN: i16 = 7;
@@ -117,20 +115,23 @@ async fn queue(
     records: bytes::Bytes,
     version: i16,
 ) -> Outcome {
-    if version < ZSTD_PRODUCE_VERSION_MIN {
-        if let Ok(header) = BatchHeader::parse(&records) {
-            if header.compression() == Compression::Zstd {
-                return Outcome::Failed(
-                    codes::UNSUPPORTED_COMPRESSION_TYPE,
-                    "zstd needs Produce v7 or later".to_owned(),
-                );
-            }
-        }
+    if version < ZSTD_PRODUCE_VERSION_MIN
+        && let Ok(header) = BatchHeader::parse(&records)
+        && header.compression() == Compression::Zstd
+    {
+        return Outcome::Failed(
+            codes::UNSUPPORTED_COMPRESSION_TYPE,
+            "zstd needs Produce v7 or later".to_owned(),
+        );
     }
     // The one copy on the write path: the request buffer is shared, and the broker writes
     // the assigned base offset into the batch.
     let batch = BytesMut::from(&records[..]);
-    match context.broker.append(stream, i64::from(partition), batch).await {
+    match context
+        .broker
+        .append(stream, i64::from(partition), batch)
+        .await
+    {
         Ok(pending) => Outcome::Queued(pending),
         Err(error) => failed(&error),
     }

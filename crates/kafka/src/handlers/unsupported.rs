@@ -12,11 +12,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Message;
 
 use crate::codes;
-use crate::connection::{encode_reply, Reply};
+use crate::connection::{Reply, encode_reply};
 
 macro_rules! error_reply {
     ($response:ty, $key:expr, $version:expr, $correlation_id:expr) => {{
-        if $version < <$response>::VERSIONS.min || $version > <$response>::VERSIONS.max {
+        if !(<$response>::VERSIONS.min..=<$response>::VERSIONS.max).contains(&$version) {
             None
         } else {
             let response = <$response>::default().with_error_code(codes::UNSUPPORTED_VERSION);
@@ -32,17 +32,24 @@ macro_rules! error_reply {
 /// The answer for `key`, which this server does not serve.
 pub(crate) fn reply(key: ApiKey, version: i16, correlation_id: i32) -> Reply {
     let reply = match key {
-        ApiKey::FindCoordinator => error_reply!(FindCoordinatorResponse, key, version, correlation_id),
+        ApiKey::FindCoordinator => {
+            error_reply!(FindCoordinatorResponse, key, version, correlation_id)
+        }
         ApiKey::JoinGroup => error_reply!(JoinGroupResponse, key, version, correlation_id),
         ApiKey::SyncGroup => error_reply!(SyncGroupResponse, key, version, correlation_id),
         ApiKey::Heartbeat => error_reply!(HeartbeatResponse, key, version, correlation_id),
         ApiKey::LeaveGroup => error_reply!(LeaveGroupResponse, key, version, correlation_id),
         ApiKey::ListGroups => error_reply!(ListGroupsResponse, key, version, correlation_id),
         ApiKey::SaslHandshake => error_reply!(SaslHandshakeResponse, key, version, correlation_id),
-        ApiKey::SaslAuthenticate => error_reply!(SaslAuthenticateResponse, key, version, correlation_id),
+        ApiKey::SaslAuthenticate => {
+            error_reply!(SaslAuthenticateResponse, key, version, correlation_id)
+        }
         ApiKey::EndTxn => error_reply!(EndTxnResponse, key, version, correlation_id),
-        ApiKey::AddOffsetsToTxn => error_reply!(AddOffsetsToTxnResponse, key, version, correlation_id),
+        ApiKey::AddOffsetsToTxn => {
+            error_reply!(AddOffsetsToTxnResponse, key, version, correlation_id)
+        }
         _ => None,
     };
-    reply.unwrap_or_else(|| Reply::Close(format!("{key:?} v{version} is not served by this broker")))
+    reply
+        .unwrap_or_else(|| Reply::Close(format!("{key:?} v{version} is not served by this broker")))
 }

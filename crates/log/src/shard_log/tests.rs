@@ -461,7 +461,11 @@ fn a_clean_close_reopens_from_persisted_indexes() {
         .iter()
         .map(|segment| segment.index().clone())
         .collect();
-    let Fixture { dir, mut log, stored } = fixture;
+    let Fixture {
+        dir,
+        mut log,
+        stored,
+    } = fixture;
     log.close().unwrap();
     drop(log);
     assert!(dir.path().join(layout::CLEAN_SHUTDOWN_FILE).exists());
@@ -514,7 +518,11 @@ fn a_clean_close_reopens_from_persisted_indexes() {
 fn leftovers_are_cleaned_up_at_open() {
     let mut fixture = Fixture::new(small_config());
     fixture.append(record_batch(0, 3, 10), 0);
-    let Fixture { dir, mut log, stored } = fixture;
+    let Fixture {
+        dir,
+        mut log,
+        stored,
+    } = fixture;
     log.close().unwrap();
     drop(log);
     let tmp = dir.path().join("00000000000000000000.index.tmp");
@@ -770,7 +778,11 @@ fn bytes_left_by_a_failed_write_do_not_survive_sealing() {
         fixture.append(batch, 0);
     }
     assert!(fixture.log.segments().len() > 1);
-    let Fixture { dir, mut log, stored } = fixture;
+    let Fixture {
+        dir,
+        mut log,
+        stored,
+    } = fixture;
     log.close().unwrap();
     drop(log);
     let log = ShardLog::open(dir.path(), config, 0).unwrap();
