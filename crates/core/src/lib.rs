@@ -10,12 +10,18 @@
 //! - [`batch`]: the Kafka v2 record-batch header (61 bytes), its CRC-32C, and walking a
 //!   buffer of concatenated batches. The log stores batches verbatim; this module is the
 //!   one place that knows where the offsets, lengths and checksum live.
+//! - [`reshard`]: which splits and merges Kinesis allows, and the children's ranges.
+//! - [`sequence`]: Kinesis sequence numbers derived from (shard, offset) and back.
+//! - [`throttle`]: token buckets for per-shard limits, refusing or delaying.
 //!
 //! Depends on no other Shardline crate.
 
 pub mod batch;
 pub mod hash;
 pub mod ids;
+pub mod reshard;
+pub mod sequence;
+pub mod throttle;
 
 pub use batch::{BatchError, BatchHeader};
 pub use hash::{HashKey, HashKeyRange};
