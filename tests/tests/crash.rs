@@ -163,5 +163,6 @@ async fn kill_9_during_acks_all_writes_loses_no_acknowledged_record() {
         .expect("write after recovery");
     let partition_zero = by_position.keys().filter(|(p, _)| *p == 0).count() as i64;
     assert_eq!(delivery.offset, partition_zero);
-    restarted.terminate().expect("graceful stop");
+    let status = restarted.terminate().expect("graceful stop");
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
 }

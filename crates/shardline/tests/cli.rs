@@ -1,0 +1,111 @@
+//! The `shardline` binary as a user runs it: bad configuration is refused at start with a
+//! message naming the problem, and SIGTERM shuts down cleanly with exit status 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn shardline() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shardline"))
+}
+
+/// Runs `serve` with a config file holding `toml` (listeners on port 0 unless the file
+/// sets them), expecting it to refuse to start; returns its stderr.
+fn refused(toml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let listeners = if toml.contains("listen") {
+        ""
+    } else {
+        "[kafka]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n"
+    };
+    std::fs::write(&path, format!("{toml}\n{listeners}")).unwrap();
+    let mut child = shardline()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("config {toml:?} was accepted: the server started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success(), "config {toml:?} was accepted");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn invalid_configs_are_refused_with_a_clear_message() {
+    let stderr = refused("no_such_key = 1\n");
+    assert!(stderr.contains("no_such_key"), "{stderr}");
+    let stderr = refused("[streams]\nretention_hours = 12");
+    assert!(stderr.contains("retention_hours"), "{stderr}");
+    let stderr = refused("[storage]\nflush = \"sometimes\"");
+    assert!(stderr.contains("storage.flush"), "{stderr}");
+    let stderr = refused("[kafka]\nlisten = \"not an address\"\n[http]\nlisten = \"127.0.0.1:0\"\n");
+    assert!(stderr.contains("kafka.listen"), "{stderr}");
+    let stderr = refused("data_dir = [1, 2]\n");
+    assert!(stderr.contains("config file"), "{stderr}");
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_with_status_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = shardline()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("shardline listening kafka=127.0.0.1:"), "{line}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("shutdown complete"), "{stderr}");
+}
+
+#[test]
+fn a_port_in_use_is_reported_by_name() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = shardline()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &address, "--http-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("binding the Kafka listener"), "{stderr}");
+}
