@@ -52,7 +52,8 @@ fn invalid_configs_are_refused_with_a_clear_message() {
     assert!(stderr.contains("retention_hours"), "{stderr}");
     let stderr = refused("[storage]\nflush = \"sometimes\"");
     assert!(stderr.contains("storage.flush"), "{stderr}");
-    let stderr = refused("[kafka]\nlisten = \"not an address\"\n[http]\nlisten = \"127.0.0.1:0\"\n");
+    let stderr =
+        refused("[kafka]\nlisten = \"not an address\"\n[http]\nlisten = \"127.0.0.1:0\"\n");
     assert!(stderr.contains("kafka.listen"), "{stderr}");
     let stderr = refused("data_dir = [1, 2]\n");
     assert!(stderr.contains("config file"), "{stderr}");
@@ -74,7 +75,10 @@ fn sigterm_shuts_down_cleanly_with_status_zero() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.starts_with("shardline listening kafka=127.0.0.1:"), "{line}");
+    assert!(
+        line.starts_with("shardline listening kafka=127.0.0.1:"),
+        "{line}"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -85,7 +89,10 @@ fn sigterm_shuts_down_cleanly_with_status_zero() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "no exit after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let output = child.wait_with_output().unwrap();
