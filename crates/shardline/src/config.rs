@@ -55,6 +55,10 @@ pub struct KafkaSection {
 pub struct HttpSection {
     /// Address to bind.
     pub listen: String,
+    /// Region named in Kinesis ARNs.
+    pub region: String,
+    /// 12-digit account id named in Kinesis ARNs and messages.
+    pub account_id: String,
 }
 
 /// `[storage]`
@@ -131,6 +135,8 @@ impl Default for HttpSection {
     fn default() -> HttpSection {
         HttpSection {
             listen: "127.0.0.1:4567".to_owned(),
+            region: "us-east-1".to_owned(),
+            account_id: "000000000000".to_owned(),
         }
     }
 }
@@ -181,6 +187,8 @@ pub struct Validated {
     pub broker: BrokerConfig,
     /// Kafka front settings (the advertised address is filled in after binding).
     pub kafka: KafkaConfig,
+    /// Kinesis front settings.
+    pub kinesis: shardline_kinesis::KinesisConfig,
 }
 
 impl ServeConfig {
@@ -279,12 +287,25 @@ impl ServeConfig {
         kafka.connections_max = self.kafka.connections_max;
         kafka.inflight_bytes_per_connection_max = self.kafka.inflight_bytes_per_connection_max;
         kafka.shutdown_grace = std::time::Duration::from_millis(self.shutdown.grace_ms);
+        if self.http.account_id.len() != 12
+            || !self.http.account_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            bail!("http.account_id must be 12 digits, as in an AWS ARN");
+        }
+        if self.http.region.is_empty() {
+            bail!("http.region must not be empty");
+        }
+        let kinesis = shardline_kinesis::KinesisConfig {
+            region: self.http.region.clone(),
+            account_id: self.http.account_id.clone(),
+        };
         Ok(Validated {
             kafka_listen,
             advertised,
             http_listen,
             broker,
             kafka,
+            kinesis,
         })
     }
 }

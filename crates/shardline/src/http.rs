@@ -1,23 +1,33 @@
-//! The HTTP listener: `/healthz` and Prometheus `/metrics` (the Kinesis API will join
-//! them here). Metric names follow Kinesis' CloudWatch names where one exists.
+//! The HTTP listener: the Kinesis JSON API (`POST` with `X-Amz-Target`), `/healthz` and
+//! Prometheus `/metrics`. Metric names follow Kinesis' CloudWatch names where one exists.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use shardline_broker::Broker;
+use shardline_kinesis::Kinesis;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
+/// Largest Kinesis request body accepted: PutRecords may carry 10 MiB of records, and
+/// base64 makes that about 13.4 MiB of JSON.
+const KINESIS_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// Serves HTTP until `stop` turns true.
-pub async fn serve(listener: TcpListener, broker: Broker, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Broker,
+    kinesis: Kinesis,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -28,10 +38,12 @@ pub async fn serve(listener: TcpListener, broker: Broker, mut stop: watch::Recei
             accepted = listener.accept() => {
                 let Ok((socket, _peer)) = accepted else { continue };
                 let broker = broker.clone();
+                let kinesis = kinesis.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let broker = broker.clone();
-                        async move { Ok::<_, Infallible>(route(&broker, &request)) }
+                        let kinesis = kinesis.clone();
+                        async move { Ok::<_, Infallible>(route(&broker, &kinesis, request).await) }
                     });
                     if let Err(error) = http1::Builder::new()
                         .serve_connection(TokioIo::new(socket), service)
@@ -45,12 +57,54 @@ pub async fn serve(listener: TcpListener, broker: Broker, mut stop: watch::Recei
     }
 }
 
-fn route(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    broker: &Broker,
+    kinesis: &Kinesis,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if request.method() == hyper::Method::POST {
+        return kinesis_request(kinesis, request).await;
+    }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
         "/metrics" => text(StatusCode::OK, metrics(broker)),
         _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
     }
+}
+
+async fn kinesis_request(kinesis: &Kinesis, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let target = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = match Limited::new(request.into_body(), KINESIS_BODY_BYTES_MAX)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let refused = shardline_kinesis::ApiError::serialization(format!(
+                "request body refused (limit {KINESIS_BODY_BYTES_MAX} bytes): {error}"
+            ));
+            return json(StatusCode::BAD_REQUEST, refused.to_json());
+        }
+    };
+    let answer = kinesis.handle(target.as_deref(), &body).await;
+    json(
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        answer.body,
+    )
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(shardline_kinesis::CONTENT_TYPE),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -64,7 +64,8 @@ impl RunningServer {
             kafka,
             stopped.clone(),
         ));
-        let http_task = tokio::spawn(http::serve(http_listener, broker.clone(), stopped));
+        let kinesis = shardline_kinesis::Kinesis::new(broker.clone(), config.kinesis.clone());
+        let http_task = tokio::spawn(http::serve(http_listener, broker.clone(), kinesis, stopped));
         info!(kafka = %kafka_addr, http = %http_addr, "shardline serving");
         Ok(RunningServer {
             kafka_addr,

@@ -304,3 +304,53 @@ pub fn request_frame(
     frame.extend_from_slice(&payload);
     frame
 }
+
+/// Runs a third-party client check script (`program args…` in `dir`) with a hard outer
+/// timeout, killing it by PID if it overruns, and panics with its output unless it exits
+/// 0 having printed at least one `ok <check>` line. `LD_LIBRARY_PATH` is cleared so that
+/// clients load their own libraries rather than the librdkafka cargo built.
+pub fn run_client_check(name: &str, dir: &Path, program: &Path, args: &[&str], timeout: Duration) {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("NODE_NO_WARNINGS", "1")
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!(
+                "{name}: could not start {} ({error}); run `bash scripts/install-test-deps.sh`",
+                program.display()
+            )
+        });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the check") {
+            break status;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name}: no result within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child
+        .wait_with_output()
+        .expect("collecting the check's output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!(
+        "--- {name} ({:.1} s)\n{stdout}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        status.success(),
+        "{name} failed with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.lines().any(|line| line.starts_with("ok ")),
+        "{name} ran no check"
+    );
+}

@@ -1,0 +1,91 @@
+//! JSON shapes of the Kinesis API (names exactly as the AWS service model spells them).
+
+use serde::{Deserialize, Serialize};
+
+/// Addresses a stream by name or ARN (every stream-addressed call accepts either).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct StreamRef {
+    pub(crate) stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    pub(crate) stream_arn: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct StreamModeDetails {
+    pub(crate) stream_mode: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CreateStreamInput {
+    pub(crate) stream_name: String,
+    pub(crate) shard_count: Option<i64>,
+    pub(crate) stream_mode_details: Option<StreamModeDetails>,
+    pub(crate) tags: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ListStreamsInput {
+    pub(crate) limit: Option<i64>,
+    pub(crate) exclusive_start_stream_name: Option<String>,
+    pub(crate) next_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DescribeStreamInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) limit: Option<i64>,
+    pub(crate) exclusive_start_shard_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ShardFilter {
+    #[serde(rename = "Type")]
+    pub(crate) kind: String,
+    pub(crate) shard_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ListShardsInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) next_token: Option<String>,
+    pub(crate) exclusive_start_shard_id: Option<String>,
+    pub(crate) max_results: Option<i64>,
+    pub(crate) stream_creation_timestamp: Option<f64>,
+    pub(crate) shard_filter: Option<ShardFilter>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct HashKeyRangeJson {
+    pub(crate) starting_hash_key: String,
+    pub(crate) ending_hash_key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct SequenceNumberRangeJson {
+    pub(crate) starting_sequence_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ending_sequence_number: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ShardJson {
+    pub(crate) shard_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) parent_shard_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) adjacent_parent_shard_id: Option<String>,
+    pub(crate) hash_key_range: HashKeyRangeJson,
+    pub(crate) sequence_number_range: SequenceNumberRangeJson,
+}
