@@ -134,6 +134,26 @@ pub enum Error {
         /// The first failure.
         reason: String,
     },
+    /// A group id or commit metadata is over the engine's limit
+    /// ([`GROUP_ID_BYTES_MAX`](crate::GROUP_ID_BYTES_MAX),
+    /// [`OFFSET_METADATA_BYTES_MAX`](crate::OFFSET_METADATA_BYTES_MAX)); nothing was
+    /// stored. Reported as [`ErrorKind::BatchTooLarge`], the one size-limit kind.
+    #[error("offset commit rejected: {field} of {size_bytes} bytes exceeds {limit_bytes} bytes")]
+    OffsetCommitTooLarge {
+        /// `"group id"` or `"metadata"`.
+        field: &'static str,
+        /// Its size.
+        size_bytes: usize,
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// See [`ErrorKind::Storage`]: writing or fsyncing committed offsets failed, now or
+    /// earlier; offsets cannot be changed until a restart.
+    #[error("committed offsets are unavailable after a storage failure: {reason}")]
+    OffsetsFailed {
+        /// The first failure.
+        reason: String,
+    },
     /// See [`ErrorKind::ShuttingDown`].
     #[error("the broker is shutting down")]
     ShuttingDown,
@@ -159,13 +179,17 @@ impl Error {
             Error::Batch(BatchError::UnsupportedMagic(_)) | Error::InvalidBatch(_) => {
                 ErrorKind::InvalidBatch
             }
-            Error::BatchTooLarge { .. } => ErrorKind::BatchTooLarge,
+            Error::BatchTooLarge { .. } | Error::OffsetCommitTooLarge { .. } => {
+                ErrorKind::BatchTooLarge
+            }
             Error::OutOfOrderSequence { .. } => ErrorKind::OutOfOrderSequence,
             Error::StaleProducerEpoch { .. } => ErrorKind::StaleProducerEpoch,
             Error::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
-            Error::Log(_) | Error::Meta(_) | Error::ShardFailed { .. } | Error::Internal(_) => {
-                ErrorKind::Storage
-            }
+            Error::Log(_)
+            | Error::Meta(_)
+            | Error::ShardFailed { .. }
+            | Error::OffsetsFailed { .. }
+            | Error::Internal(_) => ErrorKind::Storage,
             Error::ShuttingDown => ErrorKind::ShuttingDown,
         }
     }

@@ -2,13 +2,15 @@
 //!
 //! It owns the streams and their shards, turns `append` calls into group-committed log
 //! writes, serves reads below the durable high watermark, wakes long-polling readers on
-//! append, keeps idempotent-producer state, and persists stream metadata through
-//! `shardline-meta`. It knows nothing of Kafka requests or Kinesis JSON: fronts convert
-//! their wire types into these calls and map [`ErrorKind`] back to wire error codes.
+//! append, keeps idempotent-producer state and consumer groups' committed offsets (group
+//! committed too: see `offsets`), and persists both through `shardline-meta`. It knows
+//! nothing of Kafka requests or Kinesis JSON: fronts convert their wire types into these
+//! calls and map [`ErrorKind`] back to wire error codes.
 //!
 //! Layout under the data directory:
 //! ```text
 //! meta/metadata.json                     streams, shards, configs, producer-id counter
+//! meta/offsets/                          committed offsets (shardline_meta::offsets)
 //! streams/<name>-<topic id>/<shard>/     one shardline-log directory per shard
 //! ```
 //!
@@ -16,6 +18,7 @@
 
 mod config;
 mod error;
+mod offsets;
 mod producer;
 mod shard;
 
@@ -29,7 +32,7 @@ use bytes::{Bytes, BytesMut};
 use shardline_core::batch::BatchHeader;
 use shardline_core::{HashKeyRange, StreamName};
 use shardline_log::{LogConfig, ShardLog};
-use shardline_meta::{MetaStore, ShardRecord, StreamRecord};
+use shardline_meta::{MetaStore, OffsetStore, OffsetStoreConfig, ShardRecord, StreamRecord};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -39,8 +42,10 @@ pub use config::{
     RETENTION_MS_MAX, RETENTION_MS_MIN, StreamConfig,
 };
 pub use error::{Error, ErrorKind};
+pub use offsets::{CommittedOffset, GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
 pub use shard::AppendOutcome;
 
+use offsets::{OffsetRequest, Offsets};
 use shard::{AppendRequest, Shard};
 
 /// Milliseconds since the Unix epoch.
@@ -123,6 +128,11 @@ struct Inner {
     cluster_id: String,
     meta: Mutex<MetaStore>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Committed consumer-group offsets and their writer's state.
+    offsets: Arc<Offsets>,
+    /// The offsets writer's queue; `None` once shutdown has begun.
+    offsets_queue: Mutex<Option<mpsc::Sender<OffsetRequest>>>,
+    offsets_writer: Mutex<Option<JoinHandle<()>>>,
     shutting_down: AtomicBool,
     background: Mutex<Vec<JoinHandle<()>>>,
     appended_records: AtomicU64,
@@ -176,20 +186,46 @@ fn fresh_id(seed: &str) -> [u8; 16] {
     id
 }
 
+impl Inner {
+    /// Whether `stream` exists and has a shard `shard` (closed shards count).
+    fn check_shard(&self, stream: &str, shard: u32) -> Result<(), Error> {
+        let streams = self
+            .streams
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = streams
+            .get(stream)
+            .ok_or_else(|| Error::UnknownStream(stream.to_owned()))?;
+        if shard as usize >= found.shards.len() {
+            return Err(Error::UnknownShard {
+                stream: stream.to_owned(),
+                shard: i64::from(shard),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Broker {
-    /// Opens the data directory, recovers every shard's log and starts the writers.
+    /// Opens the data directory, recovers every shard's log and the committed offsets
+    /// (dropping offsets of streams that no longer exist), and starts the writers.
     pub async fn open(config: BrokerConfig) -> Result<Broker, Error> {
         let opening = config.clone();
-        let (meta, streams) = tokio::task::spawn_blocking(move || open_blocking(&opening))
-            .await
-            .map_err(|error| Error::Internal(format!("open task failed: {error}")))??;
+        let (meta, offset_store, streams) =
+            tokio::task::spawn_blocking(move || open_blocking(&opening))
+                .await
+                .map_err(|error| Error::Internal(format!("open task failed: {error}")))??;
         let cluster_id = meta.metadata().cluster_id.clone();
+        let (offsets_sender, offsets_receiver) = mpsc::channel(offsets::OFFSET_QUEUE_DEPTH);
         let broker = Broker {
             inner: Arc::new(Inner {
                 config,
                 cluster_id,
                 meta: Mutex::new(meta),
                 streams: RwLock::new(BTreeMap::new()),
+                offsets: Arc::new(Offsets::new(offset_store)),
+                offsets_queue: Mutex::new(Some(offsets_sender)),
+                offsets_writer: Mutex::new(None),
                 shutting_down: AtomicBool::new(false),
                 background: Mutex::new(Vec::new()),
                 appended_records: AtomicU64::new(0),
@@ -203,6 +239,12 @@ impl Broker {
                 map.insert(name, stream);
             }
         }
+        let offsets_writer = tokio::spawn(offsets::run_writer(
+            Arc::clone(&broker.inner.offsets),
+            Arc::downgrade(&broker.inner),
+            offsets_receiver,
+        ));
+        *lock(&broker.inner.offsets_writer) = Some(offsets_writer);
         if let FlushPolicy::Interval { interval_ms } = broker.inner.config.flush {
             broker.spawn_interval_flusher(interval_ms);
         }
@@ -433,6 +475,15 @@ impl Broker {
         })
         .await
         .map_err(|error| Error::Internal(format!("delete task failed: {error}")))??;
+        // After the stream left the map, so no commit to it can be written after this.
+        if let Err(error) = self
+            .submit_offsets(offsets::Change::DropStream {
+                stream: name.to_owned(),
+            })
+            .await
+        {
+            warn!(stream = name, %error, "could not drop the deleted stream's committed offsets; the next start drops them");
+        }
         stop_writers(&stream).await;
         let dir = stream.dir.clone();
         drop(stream);
@@ -462,6 +513,21 @@ impl Broker {
             });
         }
         Ok((Arc::clone(found), shard as usize))
+    }
+
+    /// Sends a change to the offsets writer and waits until it is durable or has failed.
+    async fn submit_offsets(&self, change: offsets::Change) -> Result<usize, Error> {
+        self.check_running()?;
+        self.inner.offsets.check_failed()?;
+        let sender = lock(&self.inner.offsets_queue)
+            .clone()
+            .ok_or(Error::ShuttingDown)?;
+        let (reply, receiver) = oneshot::channel();
+        sender
+            .send(OffsetRequest { change, reply })
+            .await
+            .map_err(|_closed| Error::ShuttingDown)?;
+        receiver.await.unwrap_or(Err(Error::ShuttingDown))
     }
 
     fn check_running(&self) -> Result<(), Error> {
@@ -634,7 +700,19 @@ impl Broker {
         for stream in &streams {
             stop_writers(stream).await;
         }
+        // Dropping the sender ends the offsets writer once its queue is drained.
+        drop(lock(&self.inner.offsets_queue).take());
+        let offsets_writer = lock(&self.inner.offsets_writer).take();
+        if let Some(offsets_writer) = offsets_writer {
+            let _ = offsets_writer.await;
+        }
+        let offsets = Arc::clone(&self.inner.offsets);
         let _ = tokio::task::spawn_blocking(move || {
+            if let Some(store) = offsets.take_store()
+                && let Err(error) = store.close()
+            {
+                warn!(%error, "syncing committed offsets at shutdown failed");
+            }
             for stream in streams {
                 for slot in &stream.shards {
                     let mut log = slot
@@ -721,7 +799,9 @@ fn open_shards(config: &BrokerConfig, info: &StreamInfo, dir: &Path) -> Result<V
 
 type OpenedStream = (String, StreamInfo, PathBuf, Vec<Shard>);
 
-fn open_blocking(config: &BrokerConfig) -> Result<(MetaStore, Vec<OpenedStream>), Error> {
+fn open_blocking(
+    config: &BrokerConfig,
+) -> Result<(MetaStore, OffsetStore, Vec<OpenedStream>), Error> {
     let streams_dir = config.data_dir.join("streams");
     std::fs::create_dir_all(&streams_dir).map_err(|source| {
         Error::Meta(shardline_meta::Error::Io {
@@ -739,7 +819,22 @@ fn open_blocking(config: &BrokerConfig) -> Result<(MetaStore, Vec<OpenedStream>)
         let shards = open_shards(config, &info, &dir)?;
         opened.push((record.name.clone(), info, dir, shards));
     }
-    Ok((meta, opened))
+    let mut offset_store = OffsetStore::open(&config.data_dir, OffsetStoreConfig::default())?;
+    // A stream deleted by a run that stopped before dropping its offsets.
+    let orphans = offsets::orphans(offset_store.offsets(), |stream, shard| {
+        opened
+            .iter()
+            .any(|(name, info, _, _)| name == stream && (shard as usize) < info.shards.len())
+    });
+    if !orphans.is_empty() {
+        offset_store.append(&orphans)?;
+        offset_store.sync_handle().sync()?;
+        info!(
+            offsets = orphans.len(),
+            "dropped committed offsets of deleted streams"
+        );
+    }
+    Ok((meta, offset_store, opened))
 }
 
 fn sweep_deleted(streams_dir: &Path) {

@@ -8,7 +8,14 @@
 //! either the old or the new document, never a mix; a stray `.tmp` is removed on open.
 //!
 //! The document carries a `format_version`; an unknown version is refused rather than
-//! misread. Depends on core only.
+//! misread.
+//!
+//! Committed consumer-group offsets change far too often for that scheme, so they have
+//! their own append-only, group-committed store under `meta/offsets/`: see [`offsets`].
+//!
+//! Depends on core only.
+
+pub mod offsets;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,6 +23,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use offsets::{
+    CommittedOffset, CorruptReason, DecodeError, OFFSETS_FORMAT_VERSION, OffsetMap, OffsetRecord,
+    OffsetStore, OffsetStoreConfig, OffsetSyncHandle, RECORD_BYTES_MAX,
+};
 
 /// The metadata format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -45,16 +57,55 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// The document was written by a newer Shardline.
+    /// The file was written by a newer Shardline.
     #[error(
-        "metadata file {path} has format version {found}; this build reads version {FORMAT_VERSION}"
+        "metadata file {path} has format version {found}; this build reads version {supported}"
     )]
     UnknownVersion {
         /// The file.
         path: PathBuf,
         /// The version found.
         found: u32,
+        /// The version this build reads.
+        supported: u32,
     },
+    /// A committed-offsets file holds bytes the store did not write, in a place recovery
+    /// must not repair (a snapshot, an older log, a file header).
+    #[error("offsets file {path} is corrupt at byte {position}: {reason}")]
+    CorruptOffsets {
+        /// The file.
+        path: PathBuf,
+        /// Byte position of the bad header or record.
+        position: u64,
+        /// What was wrong.
+        #[source]
+        reason: CorruptReason,
+    },
+    /// An offset record would exceed [`RECORD_BYTES_MAX`]; nothing was written.
+    #[error("offset record of {record_bytes} bytes exceeds the limit of {limit_bytes} bytes")]
+    RecordTooLarge {
+        /// Encoded payload size.
+        record_bytes: usize,
+        /// [`RECORD_BYTES_MAX`].
+        limit_bytes: usize,
+    },
+    /// An earlier write to the offsets log failed, so the store takes no more writes until
+    /// it is reopened (which truncates whatever partial record the failure left).
+    #[error("offsets store {path} failed and takes no more writes: {reason}")]
+    OffsetsFailed {
+        /// The offsets directory.
+        path: PathBuf,
+        /// The first failure.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub(crate) fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.as_ref().to_path_buf();
+        move |source| Error::Io { path, source }
+    }
 }
 
 /// One shard as stored. Hash keys are decimal strings, as Kinesis prints them, because
@@ -148,6 +199,7 @@ impl MetaStore {
                     return Err(Error::UnknownVersion {
                         path,
                         found: metadata.format_version,
+                        supported: FORMAT_VERSION,
                     });
                 }
                 metadata
