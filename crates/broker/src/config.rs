@@ -42,6 +42,13 @@ pub struct BrokerConfig {
     /// Check each batch's CRC again when it is read back from disk (hardware CRC-32C
     /// makes this cheap, and it turns silent disk corruption into a clear error).
     pub verify_crc_on_read: bool,
+    /// UpdateShardCount may change the open shard count by at most this factor up or down
+    /// (Kinesis: 2).
+    pub scaling_factor_max: u32,
+    /// Most uniform scalings per stream in a rolling 24 hours (Kinesis: 10).
+    pub scalings_per_day_max: u32,
+    /// How often the background task deletes expired segments.
+    pub retention_check_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -57,12 +64,50 @@ impl BrokerConfig {
             stream_defaults: StreamConfig::default(),
             shard_queue_depth: 1024,
             verify_crc_on_read: true,
+            scaling_factor_max: 2,
+            scalings_per_day_max: 10,
+            retention_check_interval_ms: 60_000,
+        }
+    }
+}
+
+/// How a stream's capacity is managed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacityMode {
+    /// A fixed number of shards, each held to its write and read limits (Kinesis
+    /// PROVISIONED).
+    Provisioned,
+    /// The broker splits shards that run hot and merges cold neighbours, within the
+    /// broker's shard bounds; per-shard limits still apply (Kinesis ON_DEMAND).
+    OnDemand,
+    /// No per-shard throughput limits at all (for benchmarks and trusted producers).
+    Unlimited,
+}
+
+impl CapacityMode {
+    /// The config value: `provisioned`, `on_demand` or `unlimited`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapacityMode::Provisioned => "provisioned",
+            CapacityMode::OnDemand => "on_demand",
+            CapacityMode::Unlimited => "unlimited",
+        }
+    }
+
+    /// Parses a config value.
+    pub fn parse(text: &str) -> Option<CapacityMode> {
+        match text {
+            "provisioned" => Some(CapacityMode::Provisioned),
+            "on_demand" => Some(CapacityMode::OnDemand),
+            "unlimited" => Some(CapacityMode::Unlimited),
+            _ => None,
         }
     }
 }
 
 /// Per-stream settings. Keys are Kafka's topic-config names so that CreateTopics,
-/// DescribeConfigs and AlterConfigs speak them unchanged.
+/// DescribeConfigs and AlterConfigs speak them unchanged; Shardline's own settings use
+/// the same style (`capacity.mode`, `shard.write.bytes.per.second`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamConfig {
     /// `retention.ms`: how long records are kept (24 h to 8760 h, as Kinesis allows).
@@ -73,6 +118,14 @@ pub struct StreamConfig {
     pub segment_ms: i64,
     /// `max.message.bytes`: the largest record batch accepted.
     pub max_message_bytes: u32,
+    /// `capacity.mode`.
+    pub capacity_mode: CapacityMode,
+    /// `shard.write.bytes.per.second`: Kinesis' 1 MiB/s per shard.
+    pub shard_write_bytes_per_second: u64,
+    /// `shard.write.records.per.second`: Kinesis' 1,000 records/s per shard.
+    pub shard_write_records_per_second: u64,
+    /// `shard.read.bytes.per.second`: Kinesis' 2 MiB/s per shard.
+    pub shard_read_bytes_per_second: u64,
 }
 
 /// Shortest retention Kinesis allows: 24 hours.
@@ -93,6 +146,10 @@ impl Default for StreamConfig {
             segment_bytes: 128 * 1024 * 1024,
             segment_ms: 7 * 24 * 3600 * 1000,
             max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
+            capacity_mode: CapacityMode::Unlimited,
+            shard_write_bytes_per_second: 1024 * 1024,
+            shard_write_records_per_second: 1000,
+            shard_read_bytes_per_second: 2 * 1024 * 1024,
         }
     }
 }
@@ -181,6 +238,27 @@ impl StreamConfig {
                     )));
                 }
                 self.max_message_bytes = bytes as u32;
+            }
+            "capacity.mode" => {
+                self.capacity_mode = CapacityMode::parse(value.trim()).ok_or_else(|| {
+                    invalid("capacity.mode must be provisioned, on_demand or unlimited".to_owned())
+                })?;
+            }
+            "shard.write.bytes.per.second"
+            | "shard.write.records.per.second"
+            | "shard.read.bytes.per.second" => {
+                let rate = number()?;
+                if rate < 1 {
+                    return Err(invalid(format!(
+                        "{name} must be at least 1 (use capacity.mode=unlimited to lift limits)"
+                    )));
+                }
+                let rate = rate as u64;
+                match name {
+                    "shard.write.bytes.per.second" => self.shard_write_bytes_per_second = rate,
+                    "shard.write.records.per.second" => self.shard_write_records_per_second = rate,
+                    _ => self.shard_read_bytes_per_second = rate,
+                }
             }
             "cleanup.policy" if value != "delete" => {
                 return Err(invalid(

@@ -34,6 +34,14 @@ pub enum ErrorKind {
     Storage,
     /// The broker is shutting down.
     ShuttingDown,
+    /// The shard was closed by a reshard; its records belong to its open children.
+    ShardClosed,
+    /// A write or read over the shard's throughput limits was refused.
+    Throttled,
+    /// A reshard that the rules do not allow (bad key, not adjacent, closed shard, …).
+    InvalidReshard,
+    /// A rate or count limit of the control plane (scalings per day, shard bounds).
+    LimitExceeded,
 }
 
 /// An engine error.
@@ -157,6 +165,30 @@ pub enum Error {
     /// See [`ErrorKind::ShuttingDown`].
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// See [`ErrorKind::ShardClosed`].
+    #[error("shard {shard} of stream {stream:?} is closed")]
+    ShardClosed {
+        /// Stream name.
+        stream: String,
+        /// Shard index.
+        shard: u32,
+    },
+    /// See [`ErrorKind::Throttled`].
+    #[error("rate exceeded for shard {shard} in stream {stream}; retry in {wait_ms} ms")]
+    Throttled {
+        /// Stream name.
+        stream: String,
+        /// Shard index.
+        shard: u32,
+        /// How long until the capacity is there.
+        wait_ms: u64,
+    },
+    /// See [`ErrorKind::InvalidReshard`].
+    #[error("{0}")]
+    InvalidReshard(String),
+    /// See [`ErrorKind::LimitExceeded`].
+    #[error("{0}")]
+    LimitExceeded(String),
     /// A background task failed or stored metadata is inconsistent; reported as storage.
     #[error("internal: {0}")]
     Internal(String),
@@ -191,6 +223,10 @@ impl Error {
             | Error::OffsetsFailed { .. }
             | Error::Internal(_) => ErrorKind::Storage,
             Error::ShuttingDown => ErrorKind::ShuttingDown,
+            Error::ShardClosed { .. } => ErrorKind::ShardClosed,
+            Error::Throttled { .. } => ErrorKind::Throttled,
+            Error::InvalidReshard(_) => ErrorKind::InvalidReshard,
+            Error::LimitExceeded(_) => ErrorKind::LimitExceeded,
         }
     }
 }

@@ -18,6 +18,7 @@
 
 mod config;
 mod error;
+mod manage;
 mod offsets;
 mod producer;
 mod shard;
@@ -38,10 +39,11 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use config::{
-    BrokerConfig, ConfigEntry, FlushPolicy, MAX_MESSAGE_BYTES_DEFAULT, MAX_MESSAGE_BYTES_MAX,
-    RETENTION_MS_MAX, RETENTION_MS_MIN, StreamConfig,
+    BrokerConfig, CapacityMode, ConfigEntry, FlushPolicy, MAX_MESSAGE_BYTES_DEFAULT,
+    MAX_MESSAGE_BYTES_MAX, RETENTION_MS_MAX, RETENTION_MS_MIN, StreamConfig,
 };
 pub use error::{Error, ErrorKind};
+pub use manage::RetentionReport;
 pub use offsets::{CommittedOffset, GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
 pub use shard::AppendOutcome;
 
@@ -66,8 +68,19 @@ pub struct ShardInfo {
     pub parent: Option<u32>,
     /// Second parent of a merge child.
     pub adjacent_parent: Option<u32>,
-    /// Whether the shard has been closed by a reshard.
-    pub closed: bool,
+    /// When the shard was created.
+    pub created_ms: i64,
+    /// When a reshard closed the shard; `None` while it is open.
+    pub closed_ms: Option<i64>,
+    /// The offset after the shard's last record, once closed.
+    pub ending_offset: Option<u64>,
+}
+
+impl ShardInfo {
+    /// Whether the shard still takes writes.
+    pub fn is_open(&self) -> bool {
+        self.ending_offset.is_none()
+    }
 }
 
 /// What a front needs to know about a stream.
@@ -85,6 +98,10 @@ pub struct StreamInfo {
     pub config: StreamConfig,
     /// Settings set explicitly on the stream.
     pub explicit_configs: BTreeMap<String, String>,
+    /// Kinesis tags.
+    pub tags: BTreeMap<String, String>,
+    /// When the last reshards happened (for the rolling-24-hour scaling limit).
+    pub scalings_ms: Vec<i64>,
 }
 
 /// Records read from a shard.
@@ -96,21 +113,33 @@ pub struct ReadOutcome {
     pub high_watermark: u64,
     /// First offset kept.
     pub log_start_offset: u64,
+    /// How long the caller should hold its answer to keep the shard within its read
+    /// limit (0 when within it).
+    pub throttle_ms: u64,
 }
 
 /// An append that has been queued in order and can be awaited.
 #[derive(Debug)]
 pub struct PendingAppend {
     reply: oneshot::Receiver<Result<AppendOutcome, Error>>,
+    throttle_ms: u64,
 }
 
 impl PendingAppend {
+    /// How long the caller should hold its answer to keep the shard within its write
+    /// limits (0 when within them).
+    pub fn throttle_ms(&self) -> u64 {
+        self.throttle_ms
+    }
+
     /// Waits until the append is durable (per the flush policy) or has failed.
     pub async fn wait(self) -> Result<AppendOutcome, Error> {
         self.reply.await.unwrap_or(Err(Error::ShuttingDown))
     }
 }
 
+/// A shard and its writer. Shared between successive versions of its [`Stream`], which
+/// is replaced whole whenever the stream's metadata changes.
 struct ShardSlot {
     shard: Arc<Shard>,
     queue: Mutex<Option<mpsc::Sender<AppendRequest>>>,
@@ -120,7 +149,7 @@ struct ShardSlot {
 struct Stream {
     info: StreamInfo,
     dir: PathBuf,
-    shards: Vec<ShardSlot>,
+    shards: Vec<Arc<ShardSlot>>,
 }
 
 struct Inner {
@@ -128,6 +157,9 @@ struct Inner {
     cluster_id: String,
     meta: Mutex<MetaStore>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serialises changes to stream metadata (create, delete, reshard, configs, tags), so
+    /// each reads the stream it changes and saves it without a concurrent change between.
+    admin: tokio::sync::Mutex<()>,
     /// Committed consumer-group offsets and their writer's state.
     offsets: Arc<Offsets>,
     /// The offsets writer's queue; `None` once shutdown has begun.
@@ -137,6 +169,8 @@ struct Inner {
     background: Mutex<Vec<JoinHandle<()>>>,
     appended_records: AtomicU64,
     appended_bytes: AtomicU64,
+    throttled_writes: AtomicU64,
+    throttled_reads: AtomicU64,
 }
 
 /// The engine. Cheap to clone; all clones share one state.
@@ -223,6 +257,7 @@ impl Broker {
                 cluster_id,
                 meta: Mutex::new(meta),
                 streams: RwLock::new(BTreeMap::new()),
+                admin: tokio::sync::Mutex::new(()),
                 offsets: Arc::new(Offsets::new(offset_store)),
                 offsets_queue: Mutex::new(Some(offsets_sender)),
                 offsets_writer: Mutex::new(None),
@@ -230,6 +265,8 @@ impl Broker {
                 background: Mutex::new(Vec::new()),
                 appended_records: AtomicU64::new(0),
                 appended_bytes: AtomicU64::new(0),
+                throttled_writes: AtomicU64::new(0),
+                throttled_reads: AtomicU64::new(0),
             }),
         };
         {
@@ -248,6 +285,7 @@ impl Broker {
         if let FlushPolicy::Interval { interval_ms } = broker.inner.config.flush {
             broker.spawn_interval_flusher(interval_ms);
         }
+        broker.spawn_retention(broker.inner.config.retention_check_interval_ms);
         info!(
             data_dir = %broker.inner.config.data_dir.display(),
             streams = broker.streams_ref().len(),
@@ -273,22 +311,51 @@ impl Broker {
     fn start_stream(&self, info: StreamInfo, dir: PathBuf, shards: Vec<Shard>) -> Arc<Stream> {
         let slots = shards
             .into_iter()
-            .map(|shard| {
-                let shard = Arc::new(shard);
-                let (sender, receiver) = mpsc::channel(self.inner.config.shard_queue_depth);
-                let writer = tokio::spawn(shard::run_writer(Arc::clone(&shard), receiver));
-                ShardSlot {
-                    shard,
-                    queue: Mutex::new(Some(sender)),
-                    writer: Mutex::new(Some(writer)),
-                }
-            })
+            .map(|shard| self.start_shard(shard, &info))
             .collect();
         Arc::new(Stream {
             info,
             dir,
             shards: slots,
         })
+    }
+
+    /// Starts the writer of an open shard; a closed shard gets none (it takes no appends).
+    fn start_shard(&self, shard: Shard, info: &StreamInfo) -> Arc<ShardSlot> {
+        let shard = Arc::new(shard);
+        let open = info
+            .shards
+            .get(shard.index as usize)
+            .is_some_and(ShardInfo::is_open);
+        let (queue, writer) = if open {
+            let (sender, receiver) = mpsc::channel(self.inner.config.shard_queue_depth);
+            let writer = tokio::spawn(shard::run_writer(Arc::clone(&shard), receiver));
+            (Some(sender), Some(writer))
+        } else {
+            (None, None)
+        };
+        Arc::new(ShardSlot {
+            shard,
+            queue: Mutex::new(queue),
+            writer: Mutex::new(writer),
+        })
+    }
+
+    /// Deletes expired segments every `interval_ms`, with the wall clock.
+    fn spawn_retention(&self, interval_ms: u64) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let broker = Broker { inner };
+                if let Err(error) = broker.enforce_retention(now_ms()).await {
+                    warn!(%error, "retention pass failed; retrying at the next interval");
+                }
+            }
+        });
+        lock(&self.inner.background).push(task);
     }
 
     fn spawn_interval_flusher(&self, interval_ms: u64) {
@@ -350,6 +417,15 @@ impl Broker {
         )
     }
 
+    /// Appends and reads slowed or refused by shard limits since start (Kinesis'
+    /// WriteProvisionedThroughputExceeded and ReadProvisionedThroughputExceeded).
+    pub fn throttled_totals(&self) -> (u64, u64) {
+        (
+            self.inner.throttled_writes.load(Ordering::Relaxed),
+            self.inner.throttled_reads.load(Ordering::Relaxed),
+        )
+    }
+
     /// The stream, creating it with defaults when auto-creation is on.
     pub async fn stream_or_auto_create(&self, name: &str) -> Result<StreamInfo, Error> {
         if let Some(info) = self.stream(name) {
@@ -403,6 +479,7 @@ impl Broker {
             });
         }
         let config = StreamConfig::resolve(&self.inner.config.stream_defaults, &configs)?;
+        let _admin = self.inner.admin.lock().await;
         if self.streams_ref().contains_key(name.as_str()) {
             return Err(Error::StreamExists(name.to_string()));
         }
@@ -416,7 +493,9 @@ impl Broker {
                 range,
                 parent: None,
                 adjacent_parent: None,
-                closed: false,
+                created_ms,
+                closed_ms: None,
+                ending_offset: None,
             })
             .collect();
         let info = StreamInfo {
@@ -426,6 +505,8 @@ impl Broker {
             shards,
             config,
             explicit_configs: configs,
+            tags: BTreeMap::new(),
+            scalings_ms: Vec::new(),
         };
         if validate_only {
             return Ok(info);
@@ -462,6 +543,7 @@ impl Broker {
     /// Deletes a stream and all its data.
     pub async fn delete_stream(&self, name: &str) -> Result<(), Error> {
         self.check_running()?;
+        let _admin = self.inner.admin.lock().await;
         let stream = self
             .streams_mut()
             .remove(name)
@@ -541,14 +623,46 @@ impl Broker {
     /// Validates one record batch and queues it for `shard`. Calls made in order from one
     /// task are stored in that order; await the returned [`PendingAppend`] for the result.
     /// The `await` here only waits for room in the shard's queue (backpressure).
+    ///
+    /// Over the shard's write limits the append is still taken, and
+    /// [`PendingAppend::throttle_ms`] says how long the caller should hold its answer
+    /// (Kafka's way). An append to a closed shard fails with [`Error::ShardClosed`]: route
+    /// its records with [`Broker::route`] instead.
     pub async fn append(
         &self,
         stream: &str,
         shard: i64,
         batch: BytesMut,
     ) -> Result<PendingAppend, Error> {
+        self.append_limited(stream, shard, batch, false).await
+    }
+
+    /// As [`Broker::append`], but an append over the shard's write limits is refused with
+    /// [`Error::Throttled`] and nothing is stored (Kinesis' way).
+    pub async fn append_or_refuse(
+        &self,
+        stream: &str,
+        shard: i64,
+        batch: BytesMut,
+    ) -> Result<PendingAppend, Error> {
+        self.append_limited(stream, shard, batch, true).await
+    }
+
+    async fn append_limited(
+        &self,
+        stream: &str,
+        shard: i64,
+        batch: BytesMut,
+        refuse: bool,
+    ) -> Result<PendingAppend, Error> {
         self.check_running()?;
         let (stream, index) = self.shard(stream, shard)?;
+        if !stream.info.shards[index].is_open() {
+            return Err(Error::ShardClosed {
+                stream: stream.info.name.clone(),
+                shard: index as u32,
+            });
+        }
         let limit = stream.info.config.max_message_bytes;
         if batch.len() > limit as usize {
             return Err(Error::BatchTooLarge {
@@ -569,7 +683,23 @@ impl Broker {
         }
         let slot = &stream.shards[index];
         slot.shard.check_failed()?;
-        let sender = lock(&slot.queue).clone().ok_or(Error::ShuttingDown)?;
+        let closed = || Error::ShardClosed {
+            stream: stream.info.name.clone(),
+            shard: index as u32,
+        };
+        let sender = lock(&slot.queue).clone().ok_or_else(closed)?;
+        let now = now_ms();
+        let throttle_ms = slot
+            .shard
+            .charge_write(batch.len() as u64, header.record_count as u64, now, refuse)
+            .map_err(|wait_ms| Error::Throttled {
+                stream: stream.info.name.clone(),
+                shard: index as u32,
+                wait_ms,
+            })?;
+        if throttle_ms > 0 {
+            self.inner.throttled_writes.fetch_add(1, Ordering::Relaxed);
+        }
         self.inner
             .appended_records
             .fetch_add(header.record_count as u64, Ordering::Relaxed);
@@ -581,12 +711,22 @@ impl Broker {
             .send(AppendRequest {
                 batch,
                 header,
-                now_ms: now_ms(),
+                now_ms: now,
                 reply,
             })
             .await
-            .map_err(|_closed| Error::ShuttingDown)?;
-        Ok(PendingAppend { reply: receiver })
+            // The queue closes when a reshard closes the shard, or at shutdown.
+            .map_err(|_queue_closed| {
+                if self.inner.shutting_down.load(Ordering::Acquire) {
+                    Error::ShuttingDown
+                } else {
+                    closed()
+                }
+            })?;
+        Ok(PendingAppend {
+            reply: receiver,
+            throttle_ms,
+        })
     }
 
     /// Reads whole batches from `offset` (see [`ReadOutcome`]).
@@ -613,14 +753,21 @@ impl Broker {
                 records: Bytes::new(),
                 high_watermark,
                 log_start_offset: shard.log_start_offset(),
+                throttle_ms: 0,
             });
         }
+        let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let records = shard.read_blocking(offset as u64, max_bytes)?;
+            let throttle_ms = shard.charge_read(records.len() as u64, now_ms());
+            if throttle_ms > 0 {
+                inner.throttled_reads.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(ReadOutcome {
                 records,
                 high_watermark: shard.high_watermark(),
                 log_start_offset: shard.log_start_offset(),
+                throttle_ms,
             })
         })
         .await
@@ -762,11 +909,14 @@ fn stream_record(info: &StreamInfo) -> StreamRecord {
                 ending_hash_key: shard.range.end.to_string(),
                 parent: shard.parent,
                 adjacent_parent: shard.adjacent_parent,
-                created_ms: info.created_ms,
-                ending_offset: None,
+                created_ms: shard.created_ms,
+                ending_offset: shard.ending_offset,
+                closed_ms: shard.closed_ms,
             })
             .collect(),
         configs: info.explicit_configs.clone(),
+        tags: info.tags.clone(),
+        scalings_ms: info.scalings_ms.clone(),
     }
 }
 
@@ -780,21 +930,31 @@ fn log_config(config: &BrokerConfig, stream: &StreamConfig) -> LogConfig {
 }
 
 fn open_shards(config: &BrokerConfig, info: &StreamInfo, dir: &Path) -> Result<Vec<Shard>, Error> {
-    let now = now_ms();
     info.shards
         .iter()
-        .map(|shard| {
-            let shard_dir = dir.join(format!("{:06}", shard.index));
-            let log = ShardLog::open(&shard_dir, log_config(config, &info.config), now)?;
-            Ok(Shard::new(
-                info.name.clone(),
-                shard.index,
-                shard.range,
-                log,
-                config.flush,
-            ))
-        })
+        .map(|shard| open_shard(config, info, dir, shard))
         .collect()
+}
+
+/// Opens (creating if new) the log of one shard of `info`, recovering it if needed.
+fn open_shard(
+    config: &BrokerConfig,
+    info: &StreamInfo,
+    dir: &Path,
+    shard: &ShardInfo,
+) -> Result<Shard, Error> {
+    let now = now_ms();
+    let shard_dir = dir.join(format!("{:06}", shard.index));
+    let log = ShardLog::open(&shard_dir, log_config(config, &info.config), now)?;
+    Ok(Shard::new(
+        info.name.clone(),
+        shard.index,
+        shard.range,
+        log,
+        config.flush,
+        &info.config,
+        now,
+    ))
 }
 
 type OpenedStream = (String, StreamInfo, PathBuf, Vec<Shard>);
@@ -873,7 +1033,9 @@ fn stream_info(config: &BrokerConfig, record: &StreamRecord) -> Result<StreamInf
                 },
                 parent: shard.parent,
                 adjacent_parent: shard.adjacent_parent,
-                closed: shard.ending_offset.is_some(),
+                created_ms: shard.created_ms,
+                closed_ms: shard.closed_ms,
+                ending_offset: shard.ending_offset,
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -884,5 +1046,7 @@ fn stream_info(config: &BrokerConfig, record: &StreamRecord) -> Result<StreamInf
         shards,
         config: StreamConfig::resolve(&config.stream_defaults, &record.configs)?,
         explicit_configs: record.configs.clone(),
+        tags: record.tags.clone(),
+        scalings_ms: record.scalings_ms.clone(),
     })
 }

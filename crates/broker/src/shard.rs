@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::{Bytes, BytesMut};
 use shardline_core::HashKeyRange;
 use shardline_core::batch::BatchHeader;
+use shardline_core::throttle::TokenBucket;
 use shardline_log::ShardLog;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, warn};
 
 use crate::producer::{BatchMark, ProducerStates, Verdict};
-use crate::{Error, FlushPolicy};
+use crate::{CapacityMode, Error, FlushPolicy, StreamConfig};
 
 /// Most appends folded into one group commit.
 const GROUP_APPENDS_MAX: usize = 1024;
@@ -65,6 +66,35 @@ pub(crate) struct Shard {
     /// Set after a storage failure; every later append and read fails with it.
     failure: Mutex<Option<String>>,
     flush: FlushPolicy,
+    /// Per-shard throughput limits (Kinesis' 1 MiB/s and 1,000 records/s in, 2 MiB/s out).
+    limits: Mutex<Limits>,
+}
+
+/// The token buckets of one shard. A rate of 0 means unlimited.
+#[derive(Debug)]
+struct Limits {
+    write_bytes: TokenBucket,
+    write_records: TokenBucket,
+    read_bytes: TokenBucket,
+}
+
+impl Limits {
+    fn new(config: &StreamConfig, now_ms: i64) -> Limits {
+        let rate = |value: u64| {
+            if config.capacity_mode == CapacityMode::Unlimited {
+                0
+            } else {
+                value
+            }
+        };
+        // Capacity of one second's worth: a shard may burst up to its per-second limit.
+        let bucket = |value: u64| TokenBucket::new(rate(value), rate(value), now_ms);
+        Limits {
+            write_bytes: bucket(config.shard_write_bytes_per_second),
+            write_records: bucket(config.shard_write_records_per_second),
+            read_bytes: bucket(config.shard_read_bytes_per_second),
+        }
+    }
 }
 
 impl std::fmt::Debug for Shard {
@@ -95,6 +125,8 @@ impl Shard {
         range: HashKeyRange,
         log: ShardLog,
         flush: FlushPolicy,
+        config: &StreamConfig,
+        now_ms: i64,
     ) -> Shard {
         let high_watermark = log.next_offset();
         let producers = rebuild_producer_states(&log);
@@ -108,7 +140,43 @@ impl Shard {
             waiters: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
             flush,
+            limits: Mutex::new(Limits::new(config, now_ms)),
         }
+    }
+
+    /// Applies changed limits (after the stream's configs change).
+    pub(crate) fn set_limits(&self, config: &StreamConfig, now_ms: i64) {
+        *lock(&self.limits) = Limits::new(config, now_ms);
+    }
+
+    /// Charges a write of `bytes` in `records`. With `refuse`, a write over the limit is
+    /// refused with the wait in ms and charges nothing (Kinesis); otherwise it is always
+    /// charged and the delay that keeps the shard at its rate is returned (Kafka).
+    pub(crate) fn charge_write(
+        &self,
+        bytes: u64,
+        records: u64,
+        now_ms: i64,
+        refuse: bool,
+    ) -> Result<u64, u64> {
+        let mut limits = lock(&self.limits);
+        if refuse {
+            limits.write_bytes.try_take(now_ms, bytes)?;
+            if let Err(wait) = limits.write_records.try_take(now_ms, records) {
+                // Give the bytes back: the write did not happen.
+                limits.write_bytes.give_back(bytes);
+                return Err(wait);
+            }
+            return Ok(0);
+        }
+        let by_bytes = limits.write_bytes.take_with_delay(now_ms, bytes);
+        let by_records = limits.write_records.take_with_delay(now_ms, records);
+        Ok(by_bytes.max(by_records))
+    }
+
+    /// Charges a read of `bytes`, returning the delay that keeps the shard at its rate.
+    pub(crate) fn charge_read(&self, bytes: u64, now_ms: i64) -> u64 {
+        lock(&self.limits).read_bytes.take_with_delay(now_ms, bytes)
     }
 
     pub(crate) fn high_watermark(&self) -> u64 {

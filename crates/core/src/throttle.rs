@@ -69,6 +69,12 @@ impl TokenBucket {
         }
     }
 
+    /// Returns `amount` tokens taken for work that did not happen, up to the capacity.
+    pub fn give_back(&mut self, amount: u64) {
+        let cap = i128::from(self.capacity) * 1000;
+        self.milli_tokens = (self.milli_tokens + i128::from(amount) * 1000).min(cap);
+    }
+
     fn wait_ms(&self, missing_milli_tokens: i128) -> u64 {
         let rate = i128::from(self.rate_per_sec);
         let ms = (missing_milli_tokens + rate - 1) / rate;

@@ -269,6 +269,22 @@ impl ShardLog {
         layout::sync_dir(&self.dir)
     }
 
+    /// Seals the active segment now if it holds anything, so that every record so far
+    /// lies in sealed segments: what retention needs to delete the data of a shard that
+    /// takes no more appends, or whose newest records have all expired.
+    pub fn roll_now(&mut self, now_ms: i64) -> Result<bool, Error> {
+        if self.closed {
+            return Err(Error::Closed {
+                path: self.dir.clone(),
+            });
+        }
+        if self.active().size_bytes() == 0 {
+            return Ok(false);
+        }
+        self.roll(now_ms)?;
+        Ok(true)
+    }
+
     /// A handle that makes everything appended so far durable, usable without `&mut self`.
     pub fn sync_handle(&self) -> SyncHandle {
         let active = self.active();

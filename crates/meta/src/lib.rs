@@ -129,6 +129,9 @@ pub struct ShardRecord {
     /// Set once the shard is closed by a reshard: the offset after its last record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ending_offset: Option<u64>,
+    /// When the shard was closed, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_ms: Option<i64>,
 }
 
 /// One stream (Kafka topic) as stored.
@@ -146,6 +149,13 @@ pub struct StreamRecord {
     /// values set explicitly are stored; the broker fills in defaults.
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// Kinesis stream tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Time of each of the last resharding operations, ms since the epoch, for the
+    /// UpdateShardCount rate limit (at most N per rolling 24 hours).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scalings_ms: Vec<i64>,
 }
 
 /// The whole metadata document.
@@ -285,8 +295,11 @@ mod tests {
                 adjacent_parent: None,
                 created_ms: 1,
                 ending_offset: None,
+                closed_ms: None,
             }],
             configs: BTreeMap::from([("retention.ms".to_owned(), "86400000".to_owned())]),
+            tags: BTreeMap::new(),
+            scalings_ms: Vec::new(),
         }
     }
 

@@ -66,16 +66,17 @@ pub(crate) fn handle(
             // Register for wake-ups before reading, so an append between the read and the
             // wait is not missed.
             let woken = context.broker.watch(&targets);
-            let (results, total_bytes, any_error) =
-                read_all(&context, &wanted, max_bytes, version).await;
+            let pass = read_all(&context, &wanted, max_bytes, version).await;
             let now = Instant::now();
-            if total_bytes >= min_bytes || any_error || now >= deadline {
-                return encode_reply(
-                    ApiKey::Fetch,
-                    version,
-                    correlation_id,
-                    &build_response(&wanted, results),
-                );
+            if pass.total_bytes >= min_bytes || pass.any_error || now >= deadline {
+                // Over a shard's read limit: hold the answer (and say so), the Kafka way;
+                // clients that honour KIP-219 also wait before their next fetch.
+                if pass.throttle_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(pass.throttle_ms)).await;
+                }
+                let response = build_response(&wanted, pass.results)
+                    .with_throttle_time_ms(i32::try_from(pass.throttle_ms).unwrap_or(i32::MAX));
+                return encode_reply(ApiKey::Fetch, version, correlation_id, &response);
             }
             tokio::select! {
                 () = woken.notified() => {}
@@ -88,15 +89,20 @@ pub(crate) fn handle(
 /// `log_start_offset` is part of Fetch responses from v5.
 const LOG_START_OFFSET_VERSION_MIN: i16 = 5;
 
-async fn read_all(
-    context: &Context,
-    wanted: &[Wanted],
-    max_bytes: usize,
-    version: i16,
-) -> (Vec<PartitionData>, usize, bool) {
+/// What one pass over the requested partitions found.
+struct Pass {
+    results: Vec<PartitionData>,
+    total_bytes: usize,
+    any_error: bool,
+    /// The longest delay any shard's read limit asks for.
+    throttle_ms: u64,
+}
+
+async fn read_all(context: &Context, wanted: &[Wanted], max_bytes: usize, version: i16) -> Pass {
     let mut remaining = max_bytes;
     let mut total = 0usize;
     let mut any_error = false;
+    let mut throttle_ms = 0;
     let mut results = Vec::with_capacity(wanted.len());
     for want in wanted {
         let data = PartitionData::default()
@@ -118,6 +124,7 @@ async fn read_all(
                         records: Bytes::new(),
                         high_watermark,
                         log_start_offset,
+                        throttle_ms: 0,
                     },
                 )
         } else {
@@ -128,6 +135,7 @@ async fn read_all(
         };
         let data = match read {
             Ok(outcome) => {
+                throttle_ms = throttle_ms.max(outcome.throttle_ms);
                 let length = outcome.records.len();
                 total += length;
                 remaining = remaining.saturating_sub(length);
@@ -162,7 +170,12 @@ async fn read_all(
         };
         results.push(data);
     }
-    (results, total, any_error)
+    Pass {
+        results,
+        total_bytes: total,
+        any_error,
+        throttle_ms,
+    }
 }
 
 fn build_response(wanted: &[Wanted], results: Vec<PartitionData>) -> FetchResponse {

@@ -53,8 +53,23 @@ pub(crate) async fn handle(
         }
         topics.push((name, partitions));
     }
+    // Over a shard's write limit the records are still taken; the answer is held long
+    // enough to bring the producer back to the shard's rate (Kafka's quota behaviour).
+    let throttle_ms = topics
+        .iter()
+        .flat_map(|(_, partitions)| partitions.iter())
+        .filter_map(|(_, outcome)| match outcome {
+            Outcome::Queued(pending) => Some(pending.throttle_ms()),
+            Outcome::Failed(..) => None,
+        })
+        .max()
+        .unwrap_or(0);
     if acks == 0 {
-        // The client expects no answer; appends still complete in the background.
+        // The client expects no answer; appends still complete in the background. To slow
+        // it down all the same, stop reading its connection for the throttle time.
+        if throttle_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(throttle_ms)).await;
+        }
         return ready(Reply::Silent);
     }
     Box::pin(async move {
@@ -103,7 +118,12 @@ pub(crate) async fn handle(
                     .with_partition_responses(partition_responses),
             );
         }
-        let response = ProduceResponse::default().with_responses(responses);
+        if throttle_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(throttle_ms)).await;
+        }
+        let response = ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(i32::try_from(throttle_ms).unwrap_or(i32::MAX));
         encode_reply(ApiKey::Produce, version, correlation_id, &response)
     })
 }

@@ -788,3 +788,21 @@ fn bytes_left_by_a_failed_write_do_not_survive_sealing() {
     let log = ShardLog::open(dir.path(), config, 0).unwrap();
     assert_eq!(read_all(&log), stored.concat());
 }
+
+#[test]
+fn roll_now_seals_everything_so_all_of_it_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = ShardLog::open(dir.path(), small_config(), 0).unwrap();
+    assert!(
+        !log.roll_now(1).unwrap(),
+        "an empty active segment is not rolled"
+    );
+    log.append(&mut record_batch(10, 3, 8), 10).unwrap();
+    assert!(log.roll_now(20).unwrap());
+    assert_eq!(log.segments().len(), 2);
+    assert_eq!(log.delete_segments_before(3).unwrap(), 1);
+    assert_eq!(log.log_start_offset(), 3);
+    assert_eq!(log.next_offset(), 3);
+    log.close().unwrap();
+    assert!(matches!(log.roll_now(30), Err(Error::Closed { .. })));
+}

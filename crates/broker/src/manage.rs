@@ -1,0 +1,547 @@
+//! Changing streams after creation: resharding (split, merge, uniform scaling), routing
+//! by hash key, per-stream settings, tags, and retention.
+//!
+//! Every change runs under the broker's admin lock, builds the stream's next version
+//! (metadata and shard slots), saves the metadata durably, and only then swaps the new
+//! version into the stream map, so readers see either the old or the new stream whole.
+//!
+//! A reshard closes its parents first: the parent's queue is closed, its writer drains
+//! and fsyncs what was queued, and the offset after its last record becomes its ending
+//! offset. The parent's log is then rolled so that retention can later delete all of it.
+//! Children take the next free shard indexes, exactly as Kinesis numbers them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shardline_core::reshard;
+use shardline_core::{HashKey, HashKeyRange};
+use tracing::{info, warn};
+
+use crate::{
+    Broker, CapacityMode, Error, ShardInfo, ShardSlot, Stream, StreamConfig, StreamInfo, lock,
+    now_ms, open_shard, stream_record,
+};
+
+/// A rolling day, for the scaling-rate limit.
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Whole segments deleted.
+    pub segments_deleted: usize,
+    /// Shards whose log start offset moved.
+    pub shards_trimmed: usize,
+}
+
+impl Broker {
+    fn current(&self, name: &str) -> Result<Arc<Stream>, Error> {
+        self.streams_ref()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownStream(name.to_owned()))
+    }
+
+    /// Saves `info` as the stream's metadata, then publishes it with `slots`.
+    async fn publish(
+        &self,
+        info: StreamInfo,
+        dir: PathBuf,
+        slots: Vec<Arc<ShardSlot>>,
+    ) -> Result<Arc<Stream>, Error> {
+        let record = stream_record(&info);
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut meta = lock(&broker.inner.meta);
+            meta.metadata_mut()
+                .streams
+                .insert(record.name.clone(), record);
+            meta.save()
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("metadata task failed: {error}")))??;
+        let stream = Arc::new(Stream {
+            info,
+            dir,
+            shards: slots,
+        });
+        self.streams_mut()
+            .insert(stream.info.name.clone(), Arc::clone(&stream));
+        Ok(stream)
+    }
+
+    /// The open shard of `stream` that owns `key` (MD5 of a partition key, or an explicit
+    /// hash key).
+    pub fn route(&self, stream: &str, key: HashKey) -> Result<u32, Error> {
+        let stream = self.current(stream)?;
+        stream
+            .info
+            .shards
+            .iter()
+            .find(|shard| shard.is_open() && shard.range.contains(key))
+            .map(|shard| shard.index)
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "no open shard of {} owns hash key {key}",
+                    stream.info.name
+                ))
+            })
+    }
+
+    /// The open shards of `stream`, in hash-key order.
+    pub fn open_shards(&self, stream: &str) -> Result<Vec<ShardInfo>, Error> {
+        let stream = self.current(stream)?;
+        let mut open: Vec<ShardInfo> = stream
+            .info
+            .shards
+            .iter()
+            .filter(|shard| shard.is_open())
+            .cloned()
+            .collect();
+        open.sort_by_key(|shard| shard.range.start);
+        Ok(open)
+    }
+
+    /// Changes per-stream settings: `set` values (validated like CreateTopics configs)
+    /// and `remove` names back to the broker default. With `validate_only`, checks and
+    /// returns the result without changing anything.
+    pub async fn alter_stream_configs(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
+        validate_only: bool,
+    ) -> Result<StreamInfo, Error> {
+        self.check_running()?;
+        let _admin = self.inner.admin.lock().await;
+        let current = self.current(name)?;
+        let mut explicit = current.info.explicit_configs.clone();
+        for key in remove {
+            explicit.remove(&key);
+        }
+        explicit.extend(set);
+        let config = StreamConfig::resolve(&self.inner.config.stream_defaults, &explicit)?;
+        let mut info = current.info.clone();
+        info.config = config;
+        info.explicit_configs = explicit;
+        if validate_only {
+            return Ok(info);
+        }
+        let now = now_ms();
+        for slot in &current.shards {
+            slot.shard.set_limits(&config, now);
+        }
+        let stream = self
+            .publish(info, current.dir.clone(), current.shards.clone())
+            .await?;
+        info!(stream = name, "stream settings changed");
+        Ok(stream.info.clone())
+    }
+
+    /// Adds and removes tags.
+    pub async fn change_tags(
+        &self,
+        name: &str,
+        add: BTreeMap<String, String>,
+        remove: Vec<String>,
+    ) -> Result<StreamInfo, Error> {
+        self.check_running()?;
+        let _admin = self.inner.admin.lock().await;
+        let current = self.current(name)?;
+        let mut info = current.info.clone();
+        for key in remove {
+            info.tags.remove(&key);
+        }
+        info.tags.extend(add);
+        let stream = self
+            .publish(info, current.dir.clone(), current.shards.clone())
+            .await?;
+        Ok(stream.info.clone())
+    }
+
+    /// Splits open shard `shard` at `new_starting_hash_key` (Kinesis SplitShard). Returns
+    /// the two children's indexes, lower range first.
+    pub async fn split_shard(
+        &self,
+        name: &str,
+        shard: u32,
+        new_starting_hash_key: u128,
+    ) -> Result<(u32, u32), Error> {
+        self.check_running()?;
+        let _admin = self.inner.admin.lock().await;
+        let current = self.current(name)?;
+        let parent = open_shard_info(&current, shard)?;
+        let (low, high) = reshard::split(parent.range, new_starting_hash_key)
+            .map_err(|error| Error::InvalidReshard(error.to_string()))?;
+        self.check_shard_budget(&current, 1)?;
+        let plan = vec![
+            Child {
+                range: low,
+                parent: shard,
+                adjacent_parent: None,
+            },
+            Child {
+                range: high,
+                parent: shard,
+                adjacent_parent: None,
+            },
+        ];
+        let children = self.reshard(&current, &[shard], plan, false).await?;
+        Ok((children[0], children[1]))
+    }
+
+    /// Merges two adjacent open shards (Kinesis MergeShards). Returns the child's index.
+    pub async fn merge_shards(&self, name: &str, shard: u32, adjacent: u32) -> Result<u32, Error> {
+        self.check_running()?;
+        let _admin = self.inner.admin.lock().await;
+        let current = self.current(name)?;
+        let first = open_shard_info(&current, shard)?;
+        let second = open_shard_info(&current, adjacent)?;
+        if shard == adjacent {
+            return Err(Error::InvalidReshard(format!(
+                "cannot merge shard {shard} with itself"
+            )));
+        }
+        let range = reshard::merge(first.range, second.range)
+            .map_err(|error| Error::InvalidReshard(error.to_string()))?;
+        let plan = vec![Child {
+            range,
+            parent: shard,
+            adjacent_parent: Some(adjacent),
+        }];
+        let children = self
+            .reshard(&current, &[shard, adjacent], plan, false)
+            .await?;
+        Ok(children[0])
+    }
+
+    /// Scales the stream to `target` open shards of equal hash ranges (Kinesis
+    /// UpdateShardCount with UNIFORM_SCALING), by splitting and merging as AWS does, so
+    /// that every child keeps at most two parents. Returns (open shards before, after).
+    pub async fn update_shard_count(&self, name: &str, target: u32) -> Result<(u32, u32), Error> {
+        self.check_running()?;
+        let _admin = self.inner.admin.lock().await;
+        let current = self.current(name)?;
+        let open: Vec<ShardInfo> = {
+            let mut open: Vec<ShardInfo> = current
+                .info
+                .shards
+                .iter()
+                .filter(|shard| shard.is_open())
+                .cloned()
+                .collect();
+            open.sort_by_key(|shard| shard.range.start);
+            open
+        };
+        let count = open.len() as u32;
+        let factor = self.inner.config.scaling_factor_max.max(1);
+        if target == 0
+            || target > count.saturating_mul(factor)
+            || target.saturating_mul(factor) < count
+        {
+            return Err(Error::LimitExceeded(format!(
+                "UpdateShardCount from {count} to {target} shards: the target must be between 1/{factor} and {factor} times the current open shard count"
+            )));
+        }
+        if target > self.inner.config.shard_count_max {
+            return Err(Error::LimitExceeded(format!(
+                "UpdateShardCount to {target} exceeds the shard limit of {} (shard_count_max)",
+                self.inner.config.shard_count_max
+            )));
+        }
+        let now = now_ms();
+        let recent = current
+            .info
+            .scalings_ms
+            .iter()
+            .filter(|at| now - **at < DAY_MS)
+            .count() as u32;
+        if recent >= self.inner.config.scalings_per_day_max {
+            return Err(Error::LimitExceeded(format!(
+                "stream {name} was scaled {recent} times in the last 24 hours; the limit is {} (scalings_per_day_max)",
+                self.inner.config.scalings_per_day_max
+            )));
+        }
+        if target == count
+            && open
+                .iter()
+                .map(|shard| shard.range)
+                .eq(HashKeyRange::even_split(target))
+        {
+            return Ok((count, target));
+        }
+        let mut working = current;
+        // Phase 1: split wherever a target boundary falls inside a shard.
+        for boundary in HashKeyRange::even_split(target)
+            .iter()
+            .skip(1)
+            .map(|range| range.start)
+        {
+            let owner = working
+                .info
+                .shards
+                .iter()
+                .find(|shard| {
+                    shard.is_open()
+                        && shard.range.contains(HashKey(boundary))
+                        && shard.range.start != boundary
+                })
+                .cloned();
+            if let Some(owner) = owner {
+                let (low, high) = reshard::split(owner.range, boundary).map_err(|error| {
+                    Error::InvalidReshard(format!(
+                        "uniform scaling cannot split shard {}: {error}",
+                        owner.index
+                    ))
+                })?;
+                let plan = vec![
+                    Child {
+                        range: low,
+                        parent: owner.index,
+                        adjacent_parent: None,
+                    },
+                    Child {
+                        range: high,
+                        parent: owner.index,
+                        adjacent_parent: None,
+                    },
+                ];
+                self.reshard(&working, &[owner.index], plan, true).await?;
+                working = self.current(name)?;
+            }
+        }
+        // Phase 2: within each target range, merge neighbours until one shard is left.
+        for target_range in HashKeyRange::even_split(target) {
+            loop {
+                let mut inside: Vec<ShardInfo> = working
+                    .info
+                    .shards
+                    .iter()
+                    .filter(|shard| {
+                        shard.is_open()
+                            && target_range.start <= shard.range.start
+                            && shard.range.end <= target_range.end
+                    })
+                    .cloned()
+                    .collect();
+                if inside.len() < 2 {
+                    break;
+                }
+                inside.sort_by_key(|shard| shard.range.start);
+                let range = reshard::merge(inside[0].range, inside[1].range)
+                    .map_err(|error| Error::InvalidReshard(error.to_string()))?;
+                let plan = vec![Child {
+                    range,
+                    parent: inside[0].index,
+                    adjacent_parent: Some(inside[1].index),
+                }];
+                self.reshard(&working, &[inside[0].index, inside[1].index], plan, true)
+                    .await?;
+                working = self.current(name)?;
+            }
+        }
+        // Count the whole scaling once against the daily limit.
+        let mut info = working.info.clone();
+        info.scalings_ms.retain(|at| now - *at < DAY_MS);
+        info.scalings_ms.push(now);
+        self.publish(info, working.dir.clone(), working.shards.clone())
+            .await?;
+        info!(stream = name, from = count, to = target, "stream scaled");
+        Ok((count, target))
+    }
+
+    fn check_shard_budget(&self, stream: &Stream, extra: u32) -> Result<(), Error> {
+        let open = stream
+            .info
+            .shards
+            .iter()
+            .filter(|shard| shard.is_open())
+            .count() as u32;
+        if open + extra > self.inner.config.shard_count_max {
+            return Err(Error::LimitExceeded(format!(
+                "the stream would have {} open shards; the limit is {} (shard_count_max)",
+                open + extra,
+                self.inner.config.shard_count_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Closes `parents`, creates `plan`'s children with the next free indexes, saves and
+    /// publishes the new layout. Returns the children's indexes. `internal` steps of a
+    /// uniform scaling skip nothing but the log line.
+    async fn reshard(
+        &self,
+        current: &Arc<Stream>,
+        parents: &[u32],
+        plan: Vec<Child>,
+        internal: bool,
+    ) -> Result<Vec<u32>, Error> {
+        let now = now_ms();
+        let mut info = current.info.clone();
+        // Close the parents: no more appends, drain what is queued, note where they end.
+        for parent in parents {
+            let slot = Arc::clone(&current.shards[*parent as usize]);
+            drop(lock(&slot.queue).take());
+            let writer = lock(&slot.writer).take();
+            if let Some(writer) = writer {
+                let _ = writer.await;
+            }
+            let shard = Arc::clone(&slot.shard);
+            let ending = tokio::task::spawn_blocking(move || {
+                let mut log = shard
+                    .log
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Seal everything so retention can delete the whole shard later.
+                if let Err(error) = log.roll_now(now) {
+                    warn!(%error, "could not seal a closed shard's active segment");
+                }
+                log.next_offset()
+            })
+            .await
+            .map_err(|error| Error::Internal(format!("close task failed: {error}")))?;
+            let record = &mut info.shards[*parent as usize];
+            record.ending_offset = Some(ending);
+            record.closed_ms = Some(now);
+        }
+        let first_index = info.shards.len() as u32;
+        let mut children = Vec::with_capacity(plan.len());
+        for (offset, child) in plan.into_iter().enumerate() {
+            let index = first_index + offset as u32;
+            info.shards.push(ShardInfo {
+                index,
+                range: child.range,
+                parent: Some(child.parent),
+                adjacent_parent: child.adjacent_parent,
+                created_ms: now,
+                closed_ms: None,
+                ending_offset: None,
+            });
+            children.push(index);
+        }
+        let config = self.inner.config.clone();
+        let opening = info.clone();
+        let dir = current.dir.clone();
+        let child_indexes = children.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            child_indexes
+                .iter()
+                .map(|index| open_shard(&config, &opening, &dir, &opening.shards[*index as usize]))
+                .collect::<Result<Vec<_>, Error>>()
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("open task failed: {error}")))??;
+        let mut slots = current.shards.clone();
+        for shard in opened {
+            slots.push(self.start_shard(shard, &info));
+        }
+        let name = info.name.clone();
+        self.publish(info, current.dir.clone(), slots).await?;
+        if !internal {
+            info!(stream = %name, parents = ?parents, children = ?children, "resharded");
+        }
+        Ok(children)
+    }
+
+    /// Deletes every whole segment whose newest record is older than its stream's
+    /// retention at `now_ms`, moving log start offsets. A segment still taking appends is
+    /// sealed first when all it holds has expired. Returns what was removed.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, Error> {
+        let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
+        let mut report = RetentionReport::default();
+        for stream in streams {
+            let cutoff = now_ms.saturating_sub(stream.info.config.retention_ms);
+            for slot in &stream.shards {
+                let shard = Arc::clone(&slot.shard);
+                let deleted = tokio::task::spawn_blocking(move || -> Result<usize, Error> {
+                    let mut log = shard
+                        .log
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let segments = log.segments();
+                    let expired = |max: Option<i64>| max.is_some_and(|max| max < cutoff);
+                    if let Some(active) = segments.last()
+                        && active.size_bytes > 0
+                        && expired(active.max_timestamp)
+                        && log.roll_now(now_ms).is_err()
+                    {
+                        // A closed log (shutdown under way): leave it for the next pass.
+                        return Ok(0);
+                    }
+                    let segments = log.segments();
+                    let keep_from = segments
+                        .iter()
+                        .take_while(|segment| !segment.active && expired(segment.max_timestamp))
+                        .last()
+                        .map(|segment| segment.next_offset);
+                    match keep_from {
+                        Some(offset) => Ok(log.delete_segments_before(offset)?),
+                        None => Ok(0),
+                    }
+                })
+                .await
+                .map_err(|error| Error::Internal(format!("retention task failed: {error}")))??;
+                if deleted > 0 {
+                    report.segments_deleted += deleted;
+                    report.shards_trimmed += 1;
+                    info!(stream = %stream.info.name, shard = slot.shard.index, segments = deleted, "expired segments deleted");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Whether a closed shard holds nothing any more: every record expired and deleted
+    /// (Kinesis then drops it from ListShards; Kafka keeps the partition, empty).
+    pub fn is_expired(&self, stream: &str, shard: u32) -> Result<bool, Error> {
+        let current = self.current(stream)?;
+        let info = current
+            .info
+            .shards
+            .get(shard as usize)
+            .ok_or_else(|| Error::UnknownShard {
+                stream: stream.to_owned(),
+                shard: i64::from(shard),
+            })?;
+        Ok(match info.ending_offset {
+            Some(ending) => current.shards[shard as usize].shard.log_start_offset() >= ending,
+            None => false,
+        })
+    }
+
+    /// Whether the stream's capacity is managed by the broker (on-demand scaling).
+    pub fn capacity_mode(&self, stream: &str) -> Result<CapacityMode, Error> {
+        Ok(self.current(stream)?.info.config.capacity_mode)
+    }
+}
+
+/// A child shard to create.
+struct Child {
+    range: HashKeyRange,
+    parent: u32,
+    adjacent_parent: Option<u32>,
+}
+
+fn open_shard_info(stream: &Stream, shard: u32) -> Result<ShardInfo, Error> {
+    let info = stream
+        .info
+        .shards
+        .get(shard as usize)
+        .ok_or_else(|| Error::UnknownShard {
+            stream: stream.info.name.clone(),
+            shard: i64::from(shard),
+        })?;
+    if !info.is_open() {
+        return Err(Error::InvalidReshard(format!(
+            "shard {} in stream {} has already been merged or split, and thus is not eligible for merging or splitting",
+            shardline_core::ShardId(shard),
+            stream.info.name
+        )));
+    }
+    Ok(info.clone())
+}
+
+#[cfg(test)]
+mod tests;

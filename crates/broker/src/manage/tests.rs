@@ -1,0 +1,323 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::BytesMut;
+use shardline_core::batch::build_simple_batch;
+use shardline_core::{HashKey, HashKeyRange};
+
+use crate::{Broker, BrokerConfig, ErrorKind};
+
+async fn open(data_dir: &Path) -> Broker {
+    Broker::open(BrokerConfig::with_data_dir(data_dir.to_path_buf()))
+        .await
+        .unwrap()
+}
+
+async fn restart(broker: Broker, data_dir: &Path) -> Broker {
+    broker.shutdown().await;
+    drop(broker);
+    open(data_dir).await
+}
+
+async fn append(
+    broker: &Broker,
+    stream: &str,
+    shard: u32,
+    timestamp_ms: i64,
+    values: &[&[u8]],
+) -> u64 {
+    let batch = BytesMut::from(&build_simple_batch(timestamp_ms, values)[..]);
+    let pending = broker
+        .append(stream, i64::from(shard), batch)
+        .await
+        .unwrap();
+    pending.wait().await.unwrap().base_offset
+}
+
+fn open_ranges(broker: &Broker, stream: &str) -> Vec<HashKeyRange> {
+    broker
+        .open_shards(stream)
+        .unwrap()
+        .iter()
+        .map(|shard| shard.range)
+        .collect()
+}
+
+#[tokio::test]
+async fn split_closes_the_parent_and_routes_keys_to_the_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("s", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    append(&broker, "s", 0, 1, &[b"a", b"b", b"c"]).await;
+    let middle = 1u128 << 127;
+    let (low, high) = broker.split_shard("s", 0, middle).await.unwrap();
+    assert_eq!(
+        (low, high),
+        (1, 2),
+        "children take the next indexes, lower range first"
+    );
+
+    let info = broker.stream("s").unwrap();
+    assert_eq!(info.shards[0].ending_offset, Some(3));
+    assert!(info.shards[0].closed_ms.is_some());
+    assert_eq!(info.shards[1].parent, Some(0));
+    assert_eq!(info.shards[2].parent, Some(0));
+    assert_eq!(open_ranges(&broker, "s"), HashKeyRange::even_split(2));
+
+    let refused = broker
+        .append(
+            "s",
+            0,
+            BytesMut::from(&build_simple_batch(1, &[b"late"])[..]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ShardClosed);
+    // "a" hashes into the lower half, "0" into the upper (see core's vectors).
+    assert_eq!(
+        broker.route("s", HashKey::of_partition_key(b"a")).unwrap(),
+        1
+    );
+    assert_eq!(
+        broker.route("s", HashKey::of_partition_key(b"0")).unwrap(),
+        2
+    );
+    // The closed parent stays readable.
+    let read = broker.read("s", 0, 0, 1 << 20).await.unwrap();
+    assert!(!read.records.is_empty());
+    assert_eq!(read.high_watermark, 3);
+
+    // Splitting again, or at a key outside the range, is refused as Kinesis does.
+    let again = broker.split_shard("s", 0, middle).await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::InvalidReshard);
+    let outside = broker.split_shard("s", 1, middle + 5).await.unwrap_err();
+    assert_eq!(outside.kind(), ErrorKind::InvalidReshard);
+
+    // The layout survives a restart, and children take appends.
+    let broker = restart(broker, dir.path()).await;
+    let info = broker.stream("s").unwrap();
+    assert_eq!(info.shards.len(), 3);
+    assert!(!info.shards[0].is_open());
+    assert_eq!(append(&broker, "s", 2, 1, &[b"x"]).await, 0);
+    let refused = broker
+        .append(
+            "s",
+            0,
+            BytesMut::from(&build_simple_batch(1, &[b"late"])[..]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ShardClosed);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn merge_needs_adjacent_open_shards_and_restores_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("m", 3, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let not_adjacent = broker.merge_shards("m", 0, 2).await.unwrap_err();
+    assert_eq!(not_adjacent.kind(), ErrorKind::InvalidReshard);
+    let child = broker.merge_shards("m", 1, 0).await.unwrap();
+    assert_eq!(child, 3);
+    let info = broker.stream("m").unwrap();
+    assert_eq!(info.shards[3].parent, Some(1));
+    assert_eq!(info.shards[3].adjacent_parent, Some(0));
+    let three = HashKeyRange::even_split(3);
+    assert_eq!(
+        info.shards[3].range,
+        HashKeyRange {
+            start: 0,
+            end: three[1].end
+        }
+    );
+    let closed = broker.merge_shards("m", 0, 3).await.unwrap_err();
+    assert_eq!(closed.kind(), ErrorKind::InvalidReshard);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn uniform_scaling_reaches_even_ranges_within_kinesis_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("u", 3, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    assert_eq!(broker.update_shard_count("u", 5).await.unwrap(), (3, 5));
+    assert_eq!(open_ranges(&broker, "u"), HashKeyRange::even_split(5));
+    assert_eq!(broker.update_shard_count("u", 3).await.unwrap(), (5, 3));
+    assert_eq!(open_ranges(&broker, "u"), HashKeyRange::even_split(3));
+    // Every child has at most two parents, and every parent is closed.
+    let info = broker.stream("u").unwrap();
+    for shard in &info.shards {
+        for parent in [shard.parent, shard.adjacent_parent].into_iter().flatten() {
+            assert!(!info.shards[parent as usize].is_open());
+        }
+    }
+    let too_far = broker.update_shard_count("u", 7).await.unwrap_err();
+    assert_eq!(too_far.kind(), ErrorKind::LimitExceeded);
+    let too_low = broker.update_shard_count("u", 1).await.unwrap_err();
+    assert_eq!(too_low.kind(), ErrorKind::LimitExceeded);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn scalings_per_day_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::with_data_dir(dir.path().to_path_buf());
+    config.scalings_per_day_max = 2;
+    let broker = Broker::open(config).await.unwrap();
+    broker
+        .create_stream("d", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    broker.update_shard_count("d", 2).await.unwrap();
+    broker.update_shard_count("d", 1).await.unwrap();
+    let third = broker.update_shard_count("d", 2).await.unwrap_err();
+    assert_eq!(third.kind(), ErrorKind::LimitExceeded);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_expired_segments_and_keeps_newer_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    let day = 24 * 3600 * 1000;
+    let configs = BTreeMap::from([
+        ("retention.ms".to_owned(), day.to_string()),
+        ("segment.bytes".to_owned(), "1024".to_owned()),
+    ]);
+    broker.create_stream("r", 1, configs, false).await.unwrap();
+    let now = 100 * day;
+    // Old records (3 days before `now`), in several segments, then new ones.
+    let old_value = vec![b'o'; 600];
+    for _ in 0..4 {
+        append(&broker, "r", 0, now - 3 * day, &[&old_value]).await;
+    }
+    let first_new = append(&broker, "r", 0, now - 1000, &[b"new-1"]).await;
+    append(&broker, "r", 0, now - 500, &[b"new-2"]).await;
+
+    let report = broker.enforce_retention(now).await.unwrap();
+    assert!(report.segments_deleted >= 3, "{report:?}");
+    let (start, high) = broker.offsets("r", 0).unwrap();
+    assert_eq!(high, first_new + 2);
+    assert!(start <= first_new, "newer records stay");
+    let read = broker
+        .read("r", 0, first_new as i64, 1 << 20)
+        .await
+        .unwrap();
+    assert!(!read.records.is_empty());
+    let gone = broker.read("r", 0, 0, 1 << 20).await.unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::OffsetOutOfRange);
+
+    // A day later everything has expired, including the segment that took appends.
+    broker.enforce_retention(now + 2 * day).await.unwrap();
+    let (start, high) = broker.offsets("r", 0).unwrap();
+    assert_eq!(start, high);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_closed_shard_whose_data_expired_is_reported_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("e", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    append(&broker, "e", 0, 1_000, &[b"old"]).await;
+    broker.split_shard("e", 0, 1u128 << 127).await.unwrap();
+    assert!(!broker.is_expired("e", 0).unwrap());
+    broker
+        .enforce_retention(1_000 + 400 * 24 * 3600 * 1000)
+        .await
+        .unwrap();
+    assert!(broker.is_expired("e", 0).unwrap());
+    assert!(
+        !broker.is_expired("e", 1).unwrap(),
+        "open shards never expire"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn altered_settings_are_validated_and_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("c", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let bad = broker
+        .alter_stream_configs(
+            "c",
+            BTreeMap::from([("retention.ms".to_owned(), "1000".to_owned())]),
+            vec![],
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidConfig);
+    let week = (7 * 24 * 3600 * 1000i64).to_string();
+    broker
+        .alter_stream_configs(
+            "c",
+            BTreeMap::from([("retention.ms".to_owned(), week.clone())]),
+            vec![],
+            false,
+        )
+        .await
+        .unwrap();
+    broker
+        .change_tags(
+            "c",
+            BTreeMap::from([("team".to_owned(), "data".to_owned())]),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let broker = restart(broker, dir.path()).await;
+    let info = broker.stream("c").unwrap();
+    assert_eq!(info.config.retention_ms.to_string(), week);
+    assert_eq!(info.tags["team"], "data");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn writes_over_the_shard_limit_are_delayed_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    let configs = BTreeMap::from([("capacity.mode".to_owned(), "provisioned".to_owned())]);
+    broker.create_stream("t", 1, configs, false).await.unwrap();
+    // 5 MiB into a 1 MiB/s shard: the delays add up to about 4 s (some refill happens
+    // while the appends run, so allow a generous margin).
+    let value = vec![b'v'; 256 * 1024];
+    let mut last_delay = 0;
+    for _ in 0..20 {
+        let batch = BytesMut::from(&build_simple_batch(1, &[&value])[..]);
+        let pending = broker.append("t", 0, batch).await.unwrap();
+        last_delay = pending.throttle_ms();
+        pending.wait().await.unwrap();
+    }
+    assert!(last_delay >= 2_500, "delay {last_delay} ms");
+    // The Kinesis way refuses instead, storing nothing.
+    let (_, before) = broker.offsets("t", 0).unwrap();
+    let refused = broker
+        .append_or_refuse(
+            "t",
+            0,
+            BytesMut::from(&build_simple_batch(1, &[&value])[..]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Throttled);
+    assert_eq!(broker.offsets("t", 0).unwrap().1, before);
+    broker.shutdown().await;
+}
