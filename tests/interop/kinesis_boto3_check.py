@@ -135,9 +135,123 @@ def main():
         ShardFilter={"Type": "AFTER_SHARD_ID", "ShardId": "shard-7"},
     )
 
+    resharding(client, args.stream_prefix)
+    retention_and_tags(client, args.stream_prefix)
+    modes(client, args.stream_prefix)
+
     client.delete_stream(StreamName=f"{args.stream_prefix}-c")
     expect_error("delete_stream", "ResourceNotFoundException", client.describe_stream, StreamName=f"{args.stream_prefix}-c")
     print("# all checks passed")
+
+
+def shard_map(client, name):
+    return {shard["ShardId"]: shard for shard in client.list_shards(StreamName=name)["Shards"]}
+
+
+def resharding(client, prefix):
+    name = f"{prefix}-reshard"
+    client.create_stream(StreamName=name, ShardCount=2)
+    half = TWO_128 // 2
+    quarter = TWO_128 // 4
+    client.split_shard(StreamName=name, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(quarter))
+    shards = shard_map(client, name)
+    parent = shards["shardId-000000000000"]
+    if "EndingSequenceNumber" not in parent["SequenceNumberRange"]:
+        fail("split_shard.parent_closed", parent)
+    low, high = shards["shardId-000000000002"], shards["shardId-000000000003"]
+    if low.get("ParentShardId") != "shardId-000000000000" or high.get("ParentShardId") != "shardId-000000000000":
+        fail("split_shard.children_parents", (low, high))
+    if (int(low["HashKeyRange"]["StartingHashKey"]), int(low["HashKeyRange"]["EndingHashKey"])) != (0, quarter - 1):
+        fail("split_shard.low_range", low)
+    if (int(high["HashKeyRange"]["StartingHashKey"]), int(high["HashKeyRange"]["EndingHashKey"])) != (quarter, half - 1):
+        fail("split_shard.high_range", high)
+    ok("split_shard")
+    expect_error("split_shard.closed_shard", "InvalidArgumentException", client.split_shard,
+                 StreamName=name, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(quarter // 2))
+    expect_error("split_shard.key_outside_range", "InvalidArgumentException", client.split_shard,
+                 StreamName=name, ShardToSplit="shardId-000000000002", NewStartingHashKey=str(half + 10))
+    expect_error("split_shard.unknown_shard", "ResourceNotFoundException", client.split_shard,
+                 StreamName=name, ShardToSplit="shardId-000000000099", NewStartingHashKey=str(quarter))
+    expect_error("merge_shards.not_adjacent", "InvalidArgumentException", client.merge_shards,
+                 StreamName=name, ShardToMerge="shardId-000000000002", AdjacentShardToMerge="shardId-000000000001")
+    client.merge_shards(StreamName=name, ShardToMerge="shardId-000000000002", AdjacentShardToMerge="shardId-000000000003")
+    shards = shard_map(client, name)
+    merged = shards["shardId-000000000004"]
+    if merged.get("ParentShardId") != "shardId-000000000002" or merged.get("AdjacentParentShardId") != "shardId-000000000003":
+        fail("merge_shards.parents", merged)
+    if (int(merged["HashKeyRange"]["StartingHashKey"]), int(merged["HashKeyRange"]["EndingHashKey"])) != (0, half - 1):
+        fail("merge_shards.range", merged)
+    ok("merge_shards")
+    latest = client.list_shards(StreamName=name, ShardFilter={"Type": "AT_LATEST"})["Shards"]
+    if sorted(shard["ShardId"] for shard in latest) != ["shardId-000000000001", "shardId-000000000004"]:
+        fail("list_shards.at_latest", latest)
+    ok("list_shards.at_latest")
+    answer = client.update_shard_count(StreamName=name, TargetShardCount=4, ScalingType="UNIFORM_SCALING")
+    if (answer["CurrentShardCount"], answer["TargetShardCount"]) != (2, 4):
+        fail("update_shard_count.answer", answer)
+    latest = client.list_shards(StreamName=name, ShardFilter={"Type": "AT_LATEST"})["Shards"]
+    ranges = sorted((int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"])) for s in latest)
+    step = TWO_128 // 4
+    want = [(i * step, (i + 1) * step - 1 if i < 3 else TWO_128 - 1) for i in range(4)]
+    if ranges != want:
+        fail("update_shard_count.uniform_ranges", ranges)
+    for shard in client.list_shards(StreamName=name)["Shards"]:
+        parents = [shard.get("ParentShardId"), shard.get("AdjacentParentShardId")]
+        if len([p for p in parents if p]) > 2:
+            fail("update_shard_count.lineage", shard)
+    ok("update_shard_count")
+    expect_error("update_shard_count.beyond_double", "LimitExceededException", client.update_shard_count,
+                 StreamName=name, TargetShardCount=9, ScalingType="UNIFORM_SCALING")
+    expect_error("update_shard_count.below_half", "LimitExceededException", client.update_shard_count,
+                 StreamName=name, TargetShardCount=1, ScalingType="UNIFORM_SCALING")
+
+
+def retention_and_tags(client, prefix):
+    name = f"{prefix}-retention"
+    client.create_stream(StreamName=name, ShardCount=1, StreamModeDetails={"StreamMode": "PROVISIONED"})
+    start = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["RetentionPeriodHours"]
+    client.increase_stream_retention_period(StreamName=name, RetentionPeriodHours=start + 24)
+    if client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["RetentionPeriodHours"] != start + 24:
+        fail("retention.increase", "not applied")
+    client.decrease_stream_retention_period(StreamName=name, RetentionPeriodHours=24)
+    if client.describe_stream(StreamName=name)["StreamDescription"]["RetentionPeriodHours"] != 24:
+        fail("retention.decrease", "not applied")
+    ok("retention.increase_and_decrease")
+    expect_error("retention.increase_to_lower", "InvalidArgumentException", client.increase_stream_retention_period,
+                 StreamName=name, RetentionPeriodHours=23)
+    expect_error("retention.decrease_to_higher", "InvalidArgumentException", client.decrease_stream_retention_period,
+                 StreamName=name, RetentionPeriodHours=48)
+    expect_error("retention.above_8760", "InvalidArgumentException", client.increase_stream_retention_period,
+                 StreamName=name, RetentionPeriodHours=8761)
+
+    client.add_tags_to_stream(StreamName=name, Tags={"team": "data", "env": "test"})
+    tags = client.list_tags_for_stream(StreamName=name)
+    if {tag["Key"]: tag["Value"] for tag in tags["Tags"]} != {"env": "test", "team": "data"} or tags["HasMoreTags"]:
+        fail("tags.list", tags)
+    client.remove_tags_from_stream(StreamName=name, TagKeys=["env"])
+    tags = client.list_tags_for_stream(StreamName=name)["Tags"]
+    if tags != [{"Key": "team", "Value": "data"}]:
+        fail("tags.remove", tags)
+    ok("tags")
+    expect_error("tags.reserved_prefix", "InvalidArgumentException", client.add_tags_to_stream,
+                 StreamName=name, Tags={"aws:owner": "x"})
+    expect_error("tags.too_many_in_one_call", "InvalidArgumentException", client.add_tags_to_stream,
+                 StreamName=name, Tags={f"k{i}": "v" for i in range(11)})
+
+
+def modes(client, prefix):
+    name = f"{prefix}-ondemand"
+    client.create_stream(StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    if summary["StreamModeDetails"]["StreamMode"] != "ON_DEMAND" or summary["OpenShardCount"] != 4:
+        fail("on_demand.create", summary)
+    expect_error("on_demand.no_split", "InvalidArgumentException", client.split_shard,
+                 StreamName=name, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**120))
+    client.update_stream_mode(StreamARN=summary["StreamARN"], StreamModeDetails={"StreamMode": "PROVISIONED"})
+    summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    if summary["StreamModeDetails"]["StreamMode"] != "PROVISIONED":
+        fail("update_stream_mode", summary)
+    ok("stream_modes")
 
 
 if __name__ == "__main__":

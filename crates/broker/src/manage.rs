@@ -493,9 +493,11 @@ impl Broker {
         Ok(report)
     }
 
-    /// Whether a closed shard holds nothing any more: every record expired and deleted
-    /// (Kinesis then drops it from ListShards; Kafka keeps the partition, empty).
-    pub fn is_expired(&self, stream: &str, shard: u32) -> Result<bool, Error> {
+    /// Whether a closed shard has expired at `now_ms`: every record it held is deleted,
+    /// and a retention period has passed since it closed (so a shard closed empty does
+    /// not vanish at once). Kinesis then drops it from ListShards; Kafka keeps the
+    /// partition, empty, because partitions never disappear.
+    pub fn is_expired(&self, stream: &str, shard: u32, now_ms: i64) -> Result<bool, Error> {
         let current = self.current(stream)?;
         let info = current
             .info
@@ -505,9 +507,12 @@ impl Broker {
                 stream: stream.to_owned(),
                 shard: i64::from(shard),
             })?;
-        Ok(match info.ending_offset {
-            Some(ending) => current.shards[shard as usize].shard.log_start_offset() >= ending,
-            None => false,
+        Ok(match (info.ending_offset, info.closed_ms) {
+            (Some(ending), Some(closed_ms)) => {
+                current.shards[shard as usize].shard.log_start_offset() >= ending
+                    && now_ms.saturating_sub(closed_ms) >= current.info.config.retention_ms
+            }
+            _ => false,
         })
     }
 

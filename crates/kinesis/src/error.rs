@@ -92,7 +92,18 @@ impl ApiError {
             (ErrorKind::InvalidStreamName | ErrorKind::InvalidShardCount, _) => {
                 ApiError::validation(error.to_string())
             }
-            (ErrorKind::InvalidConfig, _) => ApiError::invalid_argument(error.to_string()),
+            (ErrorKind::InvalidConfig | ErrorKind::InvalidReshard | ErrorKind::ShardClosed, _) => {
+                ApiError::invalid_argument(error.to_string())
+            }
+            (ErrorKind::LimitExceeded, _) => ApiError::limit_exceeded(error.to_string()),
+            (ErrorKind::Throttled, Error::Throttled { stream, shard, .. }) => ApiError {
+                kind: "ProvisionedThroughputExceededException",
+                message: format!(
+                    "Rate exceeded for shard {} in stream {stream} under account {account}.",
+                    shardline_core::ShardId(*shard)
+                ),
+                status: 400,
+            },
             (ErrorKind::ShuttingDown, _) => ApiError::internal("the server is shutting down"),
             _ => ApiError::internal(error.to_string()),
         }

@@ -49,6 +49,7 @@ pub(crate) struct ShardFilter {
     #[serde(rename = "Type")]
     pub(crate) kind: String,
     pub(crate) shard_id: Option<String>,
+    pub(crate) timestamp: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,4 +89,72 @@ pub(crate) struct ShardJson {
     pub(crate) adjacent_parent_shard_id: Option<String>,
     pub(crate) hash_key_range: HashKeyRangeJson,
     pub(crate) sequence_number_range: SequenceNumberRangeJson,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct SplitShardInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) shard_to_split: String,
+    pub(crate) new_starting_hash_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct MergeShardsInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) shard_to_merge: String,
+    pub(crate) adjacent_shard_to_merge: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UpdateShardCountInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) target_shard_count: i64,
+    pub(crate) scaling_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UpdateStreamModeInput {
+    #[serde(rename = "StreamARN")]
+    pub(crate) stream_arn: String,
+    pub(crate) stream_mode_details: StreamModeDetails,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct RetentionInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) retention_period_hours: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct AddTagsInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) tags: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct RemoveTagsInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) tag_keys: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ListTagsInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) exclusive_start_tag_key: Option<String>,
+    pub(crate) limit: Option<i64>,
 }

@@ -5,13 +5,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use shardline_broker::{ShardInfo, StreamInfo};
+use shardline_broker::{CapacityMode, ShardInfo, StreamInfo};
 use shardline_core::ShardId;
 use shardline_core::sequence::{ENDING_COUNTER, SequenceNumber};
 
 use crate::model::{
-    CreateStreamInput, DescribeStreamInput, HashKeyRangeJson, ListShardsInput, ListStreamsInput,
-    SequenceNumberRangeJson, ShardJson, StreamRef,
+    AddTagsInput, CreateStreamInput, DescribeStreamInput, HashKeyRangeJson, ListShardsInput,
+    ListStreamsInput, ListTagsInput, MergeShardsInput, RemoveTagsInput, RetentionInput,
+    SequenceNumberRangeJson, ShardJson, SplitShardInput, StreamRef, UpdateShardCountInput,
+    UpdateStreamModeInput,
 };
 use crate::{Answer, ApiError, Kinesis};
 
@@ -46,6 +48,15 @@ pub(crate) async fn dispatch(
         "DescribeStream" => describe_stream(front, parse(body)?),
         "DescribeStreamSummary" => describe_stream_summary(front, parse(body)?),
         "ListShards" => list_shards(front, parse(body)?),
+        "SplitShard" => split_shard(front, parse(body)?).await,
+        "MergeShards" => merge_shards(front, parse(body)?).await,
+        "UpdateShardCount" => update_shard_count(front, parse(body)?).await,
+        "UpdateStreamMode" => update_stream_mode(front, parse(body)?).await,
+        "IncreaseStreamRetentionPeriod" => change_retention(front, parse(body)?, true).await,
+        "DecreaseStreamRetentionPeriod" => change_retention(front, parse(body)?, false).await,
+        "AddTagsToStream" => add_tags(front, parse(body)?).await,
+        "RemoveTagsFromStream" => remove_tags(front, parse(body)?).await,
+        "ListTagsForStream" => list_tags(front, parse(body)?),
         other => Err(ApiError::unknown_operation(format!(
             "operation {other} is not supported by this server"
         ))),
@@ -93,20 +104,20 @@ fn seconds(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
-fn shard_json(stream: &StreamInfo, shard: &ShardInfo) -> ShardJson {
-    let created_secs = (stream.created_ms / 1000) as u64;
+fn shard_json(shard: &ShardInfo) -> ShardJson {
+    let created_secs = (shard.created_ms / 1000) as u64;
     let starting = SequenceNumber {
         shard_created_secs: created_secs,
         shard_index: shard.index,
         counter: 0,
         record_secs: created_secs,
     };
-    let ending = shard.closed.then(|| {
+    let ending = shard.closed_ms.map(|closed_ms| {
         SequenceNumber {
             shard_created_secs: created_secs,
             shard_index: shard.index,
             counter: ENDING_COUNTER,
-            record_secs: created_secs,
+            record_secs: (closed_ms / 1000) as u64,
         }
         .to_string()
     });
@@ -127,35 +138,116 @@ fn shard_json(stream: &StreamInfo, shard: &ShardInfo) -> ShardJson {
     }
 }
 
-fn mode_json() -> Value {
-    json!({ "StreamMode": "PROVISIONED" })
+fn mode_name(stream: &StreamInfo) -> &'static str {
+    match stream.config.capacity_mode {
+        CapacityMode::OnDemand => "ON_DEMAND",
+        CapacityMode::Provisioned | CapacityMode::Unlimited => "PROVISIONED",
+    }
+}
+
+fn mode_json(stream: &StreamInfo) -> Value {
+    json!({ "StreamMode": mode_name(stream) })
+}
+
+/// Shards Kinesis would list: every shard but closed ones whose data has all expired.
+fn live_shards<'a>(front: &Kinesis, stream: &'a StreamInfo) -> Vec<&'a ShardInfo> {
+    stream
+        .shards
+        .iter()
+        .filter(|shard| {
+            !front
+                .broker()
+                .is_expired(&stream.name, shard.index, now_ms())
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn broker_error(front: &Kinesis) -> impl Fn(shardline_broker::Error) -> ApiError + '_ {
+    move |error| ApiError::from_broker(&error, &front.config().account_id)
+}
+
+/// Shards created by CreateStream with ON_DEMAND and no ShardCount, as AWS does.
+const ON_DEMAND_INITIAL_SHARDS: i64 = 4;
+/// Most tags one AddTagsToStream call may add.
+const TAGS_PER_CALL_MAX: usize = 10;
+/// Most tags a stream may carry.
+const TAGS_PER_STREAM_MAX: usize = 50;
+
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    for (key, value) in tags {
+        if key.is_empty() || key.chars().count() > 128 {
+            return Err(ApiError::invalid_argument(format!(
+                "tag key {key:?} must be 1 to 128 characters"
+            )));
+        }
+        if value.chars().count() > 256 {
+            return Err(ApiError::invalid_argument(format!(
+                "tag value for {key:?} must be at most 256 characters"
+            )));
+        }
+        if key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(ApiError::invalid_argument(format!(
+                "tag key {key:?} uses the reserved prefix aws:"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_mode(mode: &str) -> Result<CapacityMode, ApiError> {
+    match mode {
+        "PROVISIONED" => Ok(CapacityMode::Provisioned),
+        "ON_DEMAND" => Ok(CapacityMode::OnDemand),
+        other => Err(ApiError::validation(format!(
+            "1 validation error detected: Value '{other}' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]"
+        ))),
+    }
 }
 
 async fn create_stream(front: &Kinesis, input: CreateStreamInput) -> Result<Answer, ApiError> {
-    if let Some(details) = &input.stream_mode_details
-        && details.stream_mode != "PROVISIONED"
-    {
+    let mode = input
+        .stream_mode_details
+        .as_ref()
+        .map(|details| parse_mode(&details.stream_mode))
+        .transpose()?;
+    let tags = input.tags.unwrap_or_default();
+    if tags.len() > TAGS_PER_STREAM_MAX {
         return Err(ApiError::invalid_argument(format!(
-            "StreamMode {} is not supported yet; use PROVISIONED",
-            details.stream_mode
+            "at most {TAGS_PER_STREAM_MAX} tags per stream"
         )));
     }
-    if input.tags.as_ref().is_some_and(|tags| !tags.is_empty()) {
-        return Err(ApiError::invalid_argument("tags are not supported yet"));
-    }
-    let shard_count = input.shard_count.ok_or_else(|| {
-        ApiError::invalid_argument("ShardCount is required for a PROVISIONED stream")
-    })?;
+    check_tags(&tags)?;
+    let shard_count = match (input.shard_count, mode) {
+        (Some(count), _) => count,
+        (None, Some(CapacityMode::OnDemand)) => ON_DEMAND_INITIAL_SHARDS,
+        (None, _) => {
+            return Err(ApiError::invalid_argument(
+                "ShardCount is required for a PROVISIONED stream",
+            ));
+        }
+    };
     if shard_count < 1 {
         return Err(ApiError::validation(format!(
             "1 validation error detected: Value '{shard_count}' at 'shardCount' failed to satisfy constraint: Member must have value greater than or equal to 1"
         )));
     }
+    let mut configs = BTreeMap::new();
+    if let Some(mode) = mode {
+        configs.insert("capacity.mode".to_owned(), mode.as_str().to_owned());
+    }
     front
         .broker()
-        .create_stream(&input.stream_name, shard_count, BTreeMap::new(), false)
+        .create_stream(&input.stream_name, shard_count, configs, false)
         .await
-        .map_err(|error| ApiError::from_broker(&error, &front.config().account_id))?;
+        .map_err(broker_error(front))?;
+    if !tags.is_empty() {
+        front
+            .broker()
+            .change_tags(&input.stream_name, tags, Vec::new())
+            .await
+            .map_err(broker_error(front))?;
+    }
     Ok(Answer::ok(&json!({})))
 }
 
@@ -203,7 +295,7 @@ fn list_streams(front: &Kinesis, input: ListStreamsInput) -> Result<Answer, ApiE
             "StreamName": stream.name,
             "StreamARN": front.arn(&stream.name),
             "StreamStatus": "ACTIVE",
-            "StreamModeDetails": mode_json(),
+            "StreamModeDetails": mode_json(stream),
             "StreamCreationTimestamp": seconds(stream.created_ms),
         })).collect::<Vec<_>>(),
     });
@@ -230,9 +322,8 @@ fn describe_stream(front: &Kinesis, input: DescribeStreamInput) -> Result<Answer
         .as_deref()
         .map(parse_shard_id)
         .transpose()?;
-    let shards: Vec<&ShardInfo> = stream
-        .shards
-        .iter()
+    let shards: Vec<&ShardInfo> = live_shards(front, &stream)
+        .into_iter()
         .filter(|shard| after.is_none_or(|after| shard.index > after))
         .collect();
     let page = &shards[..shards.len().min((limit as usize).min(DESCRIBE_SHARDS_MAX))];
@@ -241,8 +332,8 @@ fn describe_stream(front: &Kinesis, input: DescribeStreamInput) -> Result<Answer
             "StreamName": stream.name,
             "StreamARN": front.arn(&stream.name),
             "StreamStatus": "ACTIVE",
-            "StreamModeDetails": mode_json(),
-            "Shards": page.iter().map(|shard| shard_json(&stream, shard)).collect::<Vec<_>>(),
+            "StreamModeDetails": mode_json(&stream),
+            "Shards": page.iter().map(|shard| shard_json(shard)).collect::<Vec<_>>(),
             "HasMoreShards": shards.len() > page.len(),
             "RetentionPeriodHours": retention_hours(&stream),
             "StreamCreationTimestamp": seconds(stream.created_ms),
@@ -259,12 +350,12 @@ fn describe_stream_summary(front: &Kinesis, input: StreamRef) -> Result<Answer, 
             "StreamName": stream.name,
             "StreamARN": front.arn(&stream.name),
             "StreamStatus": "ACTIVE",
-            "StreamModeDetails": mode_json(),
+            "StreamModeDetails": mode_json(&stream),
             "RetentionPeriodHours": retention_hours(&stream),
             "StreamCreationTimestamp": seconds(stream.created_ms),
             "EnhancedMonitoring": [{ "ShardLevelMetrics": [] }],
             "EncryptionType": "NONE",
-            "OpenShardCount": stream.shards.iter().filter(|shard| !shard.closed).count(),
+            "OpenShardCount": stream.shards.iter().filter(|shard| shard.is_open()).count(),
             "ConsumerCount": 0,
         }
     })))
@@ -362,35 +453,57 @@ fn list_shards(front: &Kinesis, input: ListShardsInput) -> Result<Answer, ApiErr
         }
         _ => None,
     };
-    let open_only = match input
+    let live = live_shards(front, &stream);
+    let live_indexes: Vec<u32> = live.iter().map(|shard| shard.index).collect();
+    let timestamp_ms = input
         .shard_filter
         .as_ref()
-        .map(|filter| filter.kind.as_str())
-    {
-        None
-        | Some(
-            "FROM_TRIM_HORIZON" | "AT_TRIM_HORIZON" | "AFTER_SHARD_ID" | "FROM_TIMESTAMP"
-            | "AT_TIMESTAMP",
-        ) => false,
-        Some("AT_LATEST") => true,
+        .and_then(|filter| filter.timestamp)
+        .map(|seconds| (seconds * 1000.0) as i64);
+    let kind = input
+        .shard_filter
+        .as_ref()
+        .map(|filter| filter.kind.as_str());
+    let keep: Box<dyn Fn(&ShardInfo) -> bool> = match kind {
+        None | Some("FROM_TRIM_HORIZON" | "AFTER_SHARD_ID") => Box::new(|_| true),
+        Some("AT_LATEST") => Box::new(ShardInfo::is_open),
+        // The oldest generation still holding data: shards none of whose parents remain.
+        Some("AT_TRIM_HORIZON") => Box::new(|shard: &ShardInfo| {
+            [shard.parent, shard.adjacent_parent]
+                .into_iter()
+                .flatten()
+                .all(|parent| !live_indexes.contains(&parent))
+        }),
+        Some(kind @ ("AT_TIMESTAMP" | "FROM_TIMESTAMP")) => {
+            let at = timestamp_ms.ok_or_else(|| {
+                ApiError::invalid_argument(format!("ShardFilter {kind} needs a Timestamp"))
+            })?;
+            if kind == "AT_TIMESTAMP" {
+                Box::new(move |shard: &ShardInfo| {
+                    shard.created_ms <= at && shard.closed_ms.is_none_or(|closed| closed > at)
+                })
+            } else {
+                Box::new(move |shard: &ShardInfo| shard.closed_ms.is_none_or(|closed| closed >= at))
+            }
+        }
         Some(other) => {
             return Err(ApiError::validation(format!(
                 "1 validation error detected: Value '{other}' at 'shardFilter.type' failed to satisfy constraint: Member must satisfy enum value set: [AFTER_SHARD_ID, AT_TRIM_HORIZON, FROM_TRIM_HORIZON, AT_LATEST, AT_TIMESTAMP, FROM_TIMESTAMP]"
             )));
         }
     };
-    let shards: Vec<&ShardInfo> = stream
-        .shards
+    let shards: Vec<&ShardInfo> = live
         .iter()
+        .copied()
         .filter(|shard| after.is_none_or(|after| shard.index > after))
         .filter(|shard| filter_after.is_none_or(|after| shard.index > after))
-        .filter(|shard| !open_only || !shard.closed)
+        .filter(|shard| keep(shard))
         .collect();
     let page = &shards[..shards
         .len()
         .min((max_results as usize).min(LIST_SHARDS_MAX))];
     let mut answer = json!({
-        "Shards": page.iter().map(|shard| shard_json(&stream, shard)).collect::<Vec<_>>(),
+        "Shards": page.iter().map(|shard| shard_json(shard)).collect::<Vec<_>>(),
     });
     if shards.len() > page.len()
         && let Some(last) = page.last()
@@ -401,6 +514,223 @@ fn list_shards(front: &Kinesis, input: ListShardsInput) -> Result<Answer, ApiErr
         ));
     }
     Ok(Answer::ok(&answer))
+}
+
+fn parse_hash_key(text: &str) -> Result<u128, ApiError> {
+    let valid = text == "0"
+        || (!text.starts_with('0')
+            && (1..=39).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_digit()));
+    if !valid {
+        return Err(ApiError::validation(format!(
+            "1 validation error detected: Value '{text}' at 'newStartingHashKey' failed to satisfy constraint: Member must satisfy regular expression pattern: 0|([1-9]\\d{{0,38}})"
+        )));
+    }
+    text.parse::<u128>().map_err(|error| {
+        ApiError::invalid_argument(format!("hash key {text} is larger than 2^128 - 1: {error}"))
+    })
+}
+
+fn check_provisioned(stream: &StreamInfo, operation: &str) -> Result<(), ApiError> {
+    if stream.config.capacity_mode == CapacityMode::OnDemand {
+        return Err(ApiError::invalid_argument(format!(
+            "{operation} is not supported for stream {} in ON_DEMAND mode",
+            stream.name
+        )));
+    }
+    Ok(())
+}
+
+async fn split_shard(front: &Kinesis, input: SplitShardInput) -> Result<Answer, ApiError> {
+    let stream = stream(front, &input.stream)?;
+    check_provisioned(&stream, "SplitShard")?;
+    let shard = parse_shard_id(&input.shard_to_split)?;
+    let key = parse_hash_key(&input.new_starting_hash_key)?;
+    front
+        .broker()
+        .split_shard(&stream.name, shard, key)
+        .await
+        .map_err(broker_error(front))?;
+    Ok(Answer::ok(&json!({})))
+}
+
+async fn merge_shards(front: &Kinesis, input: MergeShardsInput) -> Result<Answer, ApiError> {
+    let stream = stream(front, &input.stream)?;
+    check_provisioned(&stream, "MergeShards")?;
+    let shard = parse_shard_id(&input.shard_to_merge)?;
+    let adjacent = parse_shard_id(&input.adjacent_shard_to_merge)?;
+    front
+        .broker()
+        .merge_shards(&stream.name, shard, adjacent)
+        .await
+        .map_err(broker_error(front))?;
+    Ok(Answer::ok(&json!({})))
+}
+
+async fn update_shard_count(
+    front: &Kinesis,
+    input: UpdateShardCountInput,
+) -> Result<Answer, ApiError> {
+    if input.scaling_type != "UNIFORM_SCALING" {
+        return Err(ApiError::validation(format!(
+            "1 validation error detected: Value '{}' at 'scalingType' failed to satisfy constraint: Member must satisfy enum value set: [UNIFORM_SCALING]",
+            input.scaling_type
+        )));
+    }
+    let stream = stream(front, &input.stream)?;
+    check_provisioned(&stream, "UpdateShardCount")?;
+    let target = u32::try_from(input.target_shard_count)
+        .ok()
+        .filter(|target| *target >= 1)
+        .ok_or_else(|| {
+            ApiError::validation(format!(
+                "1 validation error detected: Value '{}' at 'targetShardCount' failed to satisfy constraint: Member must have value greater than or equal to 1",
+                input.target_shard_count
+            ))
+        })?;
+    let (current, target) = front
+        .broker()
+        .update_shard_count(&stream.name, target)
+        .await
+        .map_err(broker_error(front))?;
+    Ok(Answer::ok(&json!({
+        "StreamName": stream.name,
+        "StreamARN": front.arn(&stream.name),
+        "CurrentShardCount": current,
+        "TargetShardCount": target,
+    })))
+}
+
+async fn update_stream_mode(
+    front: &Kinesis,
+    input: UpdateStreamModeInput,
+) -> Result<Answer, ApiError> {
+    let reference = StreamRef {
+        stream_name: None,
+        stream_arn: Some(input.stream_arn),
+    };
+    let stream = stream(front, &reference)?;
+    let mode = parse_mode(&input.stream_mode_details.stream_mode)?;
+    front
+        .broker()
+        .alter_stream_configs(
+            &stream.name,
+            BTreeMap::from([("capacity.mode".to_owned(), mode.as_str().to_owned())]),
+            Vec::new(),
+            false,
+        )
+        .await
+        .map_err(broker_error(front))?;
+    Ok(Answer::ok(&json!({})))
+}
+
+async fn change_retention(
+    front: &Kinesis,
+    input: RetentionInput,
+    increase: bool,
+) -> Result<Answer, ApiError> {
+    let stream = stream(front, &input.stream)?;
+    let hours = input.retention_period_hours;
+    let current = retention_hours(&stream);
+    if hours < 24 {
+        return Err(ApiError::invalid_argument(format!(
+            "Minimum allowed retention period is 24 hours. Requested retention period ({hours} hours) is too short."
+        )));
+    }
+    if hours > 8760 {
+        return Err(ApiError::invalid_argument(format!(
+            "Maximum allowed retention period is 8760 hours. Requested retention period ({hours} hours) is too long."
+        )));
+    }
+    if increase && hours < current {
+        return Err(ApiError::invalid_argument(format!(
+            "Requested retention period ({hours} hours) for stream {} can not be shorter than existing retention period ({current} hours). Use DecreaseRetentionPeriod API.",
+            stream.name
+        )));
+    }
+    if !increase && hours > current {
+        return Err(ApiError::invalid_argument(format!(
+            "Requested retention period ({hours} hours) for stream {} can not be longer than existing retention period ({current} hours). Use IncreaseRetentionPeriod API.",
+            stream.name
+        )));
+    }
+    front
+        .broker()
+        .alter_stream_configs(
+            &stream.name,
+            BTreeMap::from([("retention.ms".to_owned(), (hours * 3_600_000).to_string())]),
+            Vec::new(),
+            false,
+        )
+        .await
+        .map_err(broker_error(front))?;
+    Ok(Answer::ok(&json!({})))
+}
+
+async fn add_tags(front: &Kinesis, input: AddTagsInput) -> Result<Answer, ApiError> {
+    let stream = stream(front, &input.stream)?;
+    if input.tags.is_empty() || input.tags.len() > TAGS_PER_CALL_MAX {
+        return Err(ApiError::invalid_argument(format!(
+            "AddTagsToStream takes 1 to {TAGS_PER_CALL_MAX} tags"
+        )));
+    }
+    check_tags(&input.tags)?;
+    let after = stream
+        .tags
+        .keys()
+        .chain(input.tags.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    if after > TAGS_PER_STREAM_MAX {
+        return Err(ApiError::limit_exceeded(format!(
+            "stream {} would have {after} tags; the limit is {TAGS_PER_STREAM_MAX}",
+            stream.name
+        )));
+    }
+    front
+        .broker()
+        .change_tags(&stream.name, input.tags, Vec::new())
+        .await
+        .map_err(broker_error(front))?;
+    Ok(Answer::ok(&json!({})))
+}
+
+async fn remove_tags(front: &Kinesis, input: RemoveTagsInput) -> Result<Answer, ApiError> {
+    let stream = stream(front, &input.stream)?;
+    if input.tag_keys.is_empty() || input.tag_keys.len() > TAGS_PER_STREAM_MAX {
+        return Err(ApiError::invalid_argument(format!(
+            "RemoveTagsFromStream takes 1 to {TAGS_PER_STREAM_MAX} keys"
+        )));
+    }
+    front
+        .broker()
+        .change_tags(&stream.name, BTreeMap::new(), input.tag_keys)
+        .await
+        .map_err(broker_error(front))?;
+    Ok(Answer::ok(&json!({})))
+}
+
+fn list_tags(front: &Kinesis, input: ListTagsInput) -> Result<Answer, ApiError> {
+    let stream = stream(front, &input.stream)?;
+    let limit = input
+        .limit
+        .unwrap_or(TAGS_PER_STREAM_MAX as i64)
+        .clamp(1, TAGS_PER_STREAM_MAX as i64) as usize;
+    let tags: Vec<(&String, &String)> = stream
+        .tags
+        .iter()
+        .filter(|(key, _)| {
+            input
+                .exclusive_start_tag_key
+                .as_ref()
+                .is_none_or(|after| *key > after)
+        })
+        .collect();
+    let page = &tags[..tags.len().min(limit)];
+    Ok(Answer::ok(&json!({
+        "Tags": page.iter().map(|(key, value)| json!({ "Key": key, "Value": value })).collect::<Vec<_>>(),
+        "HasMoreTags": tags.len() > page.len(),
+    })))
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use shardline_broker::{
-    BrokerConfig, FlushPolicy, MAX_MESSAGE_BYTES_DEFAULT, RETENTION_MS_MAX, RETENTION_MS_MIN,
-    StreamConfig,
+    BrokerConfig, CapacityMode, FlushPolicy, MAX_MESSAGE_BYTES_DEFAULT, RETENTION_MS_MAX,
+    RETENTION_MS_MIN, StreamConfig,
 };
-use shardline_kafka::KafkaConfig;
+use shardline_kafka::{GroupConfig, KafkaConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub streams: StreamsSection,
     /// Shutdown behaviour.
     pub shutdown: ShutdownSection,
+    /// Consumer groups and their committed offsets.
+    pub groups: GroupsSection,
 }
 
 /// `[kafka]`
@@ -96,6 +98,58 @@ pub struct StreamsSection {
     pub segment_ms: i64,
     /// Default largest record batch.
     pub max_message_bytes: u32,
+    /// Default capacity mode: `provisioned`, `on_demand` or `unlimited`.
+    pub capacity_mode: String,
+    /// Default per-shard write limit in bytes per second.
+    pub shard_write_bytes_per_second: u64,
+    /// Default per-shard write limit in records per second.
+    pub shard_write_records_per_second: u64,
+    /// Default per-shard read limit in bytes per second.
+    pub shard_read_bytes_per_second: u64,
+    /// UpdateShardCount may change the open shard count by at most this factor.
+    pub scaling_factor_max: u32,
+    /// Most uniform scalings per stream in a rolling 24 hours.
+    pub scalings_per_day_max: u32,
+    /// How often expired segments are looked for, in ms.
+    pub retention_check_interval_ms: u64,
+}
+
+/// `[groups]`: Kafka's `group.*` and `offsets.*` broker settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsSection {
+    /// Smallest session timeout a consumer may ask for.
+    pub session_timeout_ms_min: i32,
+    /// Largest session timeout a consumer may ask for.
+    pub session_timeout_ms_max: i32,
+    /// How long the first rebalance of an empty group waits for more members.
+    pub initial_rebalance_delay_ms: i32,
+    /// Most members one group may have.
+    pub group_size_max: usize,
+    /// How long a new member's JoinGroup may wait before the member is dropped.
+    pub new_member_join_timeout_ms: i32,
+    /// How long committed offsets of a group without members are kept.
+    pub offsets_retention_ms: i64,
+    /// How often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: u64,
+    /// Longest metadata string a committed offset may carry.
+    pub offset_metadata_bytes_max: usize,
+}
+
+impl Default for GroupsSection {
+    fn default() -> GroupsSection {
+        let defaults = GroupConfig::default();
+        GroupsSection {
+            session_timeout_ms_min: defaults.session_timeout_ms_min,
+            session_timeout_ms_max: defaults.session_timeout_ms_max,
+            initial_rebalance_delay_ms: defaults.initial_rebalance_delay_ms,
+            group_size_max: defaults.group_size_max,
+            new_member_join_timeout_ms: defaults.new_member_join_timeout_ms,
+            offsets_retention_ms: defaults.offsets_retention_ms,
+            offsets_retention_check_interval_ms: defaults.offsets_retention_check_interval_ms,
+            offset_metadata_bytes_max: defaults.offset_metadata_bytes_max,
+        }
+    }
 }
 
 /// `[shutdown]`
@@ -115,6 +169,7 @@ impl Default for ServeConfig {
             storage: StorageSection::default(),
             streams: StreamsSection::default(),
             shutdown: ShutdownSection::default(),
+            groups: GroupsSection::default(),
         }
     }
 }
@@ -164,6 +219,13 @@ impl Default for StreamsSection {
             segment_bytes: defaults.segment_bytes,
             segment_ms: defaults.segment_ms,
             max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
+            capacity_mode: defaults.capacity_mode.as_str().to_owned(),
+            shard_write_bytes_per_second: defaults.shard_write_bytes_per_second,
+            shard_write_records_per_second: defaults.shard_write_records_per_second,
+            shard_read_bytes_per_second: defaults.shard_read_bytes_per_second,
+            scaling_factor_max: 2,
+            scalings_per_day_max: 10,
+            retention_check_interval_ms: 60_000,
         }
     }
 }
@@ -265,11 +327,47 @@ impl ServeConfig {
         {
             bail!("streams.default_shard_count must be between 1 and streams.shard_count_max");
         }
+        let capacity_mode = CapacityMode::parse(&self.streams.capacity_mode).with_context(|| {
+            format!(
+                "streams.capacity_mode must be \"provisioned\", \"on_demand\" or \"unlimited\", not {:?}",
+                self.streams.capacity_mode
+            )
+        })?;
+        for (key, rate) in [
+            (
+                "shard_write_bytes_per_second",
+                self.streams.shard_write_bytes_per_second,
+            ),
+            (
+                "shard_write_records_per_second",
+                self.streams.shard_write_records_per_second,
+            ),
+            (
+                "shard_read_bytes_per_second",
+                self.streams.shard_read_bytes_per_second,
+            ),
+        ] {
+            if rate == 0 {
+                bail!(
+                    "streams.{key} must be at least 1 (use capacity_mode = \"unlimited\" to lift limits)"
+                );
+            }
+        }
+        if self.streams.scaling_factor_max < 2 {
+            bail!("streams.scaling_factor_max must be at least 2");
+        }
+        if self.streams.retention_check_interval_ms == 0 {
+            bail!("streams.retention_check_interval_ms must be at least 1");
+        }
         let stream_defaults = StreamConfig {
             retention_ms,
             segment_bytes: self.streams.segment_bytes,
             segment_ms: self.streams.segment_ms,
             max_message_bytes: self.streams.max_message_bytes,
+            capacity_mode,
+            shard_write_bytes_per_second: self.streams.shard_write_bytes_per_second,
+            shard_write_records_per_second: self.streams.shard_write_records_per_second,
+            shard_read_bytes_per_second: self.streams.shard_read_bytes_per_second,
         };
         let broker = BrokerConfig {
             data_dir: self.data_dir.clone(),
@@ -281,12 +379,28 @@ impl ServeConfig {
             stream_defaults,
             shard_queue_depth: self.storage.shard_queue_depth,
             verify_crc_on_read: self.storage.verify_crc_on_read,
+            scaling_factor_max: self.streams.scaling_factor_max,
+            scalings_per_day_max: self.streams.scalings_per_day_max,
+            retention_check_interval_ms: self.streams.retention_check_interval_ms,
         };
         let mut kafka = KafkaConfig::new(String::new(), 0);
         kafka.frame_bytes_max = self.kafka.frame_bytes_max;
         kafka.connections_max = self.kafka.connections_max;
         kafka.inflight_bytes_per_connection_max = self.kafka.inflight_bytes_per_connection_max;
         kafka.shutdown_grace = std::time::Duration::from_millis(self.shutdown.grace_ms);
+        kafka.groups = GroupConfig {
+            session_timeout_ms_min: self.groups.session_timeout_ms_min,
+            session_timeout_ms_max: self.groups.session_timeout_ms_max,
+            initial_rebalance_delay_ms: self.groups.initial_rebalance_delay_ms,
+            group_size_max: self.groups.group_size_max,
+            new_member_join_timeout_ms: self.groups.new_member_join_timeout_ms,
+            offsets_retention_ms: self.groups.offsets_retention_ms,
+            offsets_retention_check_interval_ms: self.groups.offsets_retention_check_interval_ms,
+            offset_metadata_bytes_max: self.groups.offset_metadata_bytes_max,
+        };
+        if let Err(problem) = kafka.groups.validate() {
+            bail!("groups.{problem}");
+        }
         if self.http.account_id.len() != 12
             || !self.http.account_id.bytes().all(|b| b.is_ascii_digit())
         {
@@ -349,5 +463,9 @@ mod tests {
         let mut config = ServeConfig::default();
         config.kafka.advertised_listener = Some("nohost".to_owned());
         assert!(config.validate().is_err());
+        let mut config = ServeConfig::default();
+        config.groups.session_timeout_ms_max = 1;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("groups.session_timeout_ms_max"), "{error}");
     }
 }

@@ -234,14 +234,19 @@ async fn a_closed_shard_whose_data_expired_is_reported_expired() {
         .unwrap();
     append(&broker, "e", 0, 1_000, &[b"old"]).await;
     broker.split_shard("e", 0, 1u128 << 127).await.unwrap();
-    assert!(!broker.is_expired("e", 0).unwrap());
-    broker
-        .enforce_retention(1_000 + 400 * 24 * 3600 * 1000)
-        .await
-        .unwrap();
-    assert!(broker.is_expired("e", 0).unwrap());
+    let later = crate::now_ms() + 400 * 24 * 3600 * 1000;
     assert!(
-        !broker.is_expired("e", 1).unwrap(),
+        !broker.is_expired("e", 0, later).unwrap(),
+        "its data is still there"
+    );
+    broker.enforce_retention(later).await.unwrap();
+    assert!(
+        !broker.is_expired("e", 0, crate::now_ms()).unwrap(),
+        "closed just now"
+    );
+    assert!(broker.is_expired("e", 0, later).unwrap());
+    assert!(
+        !broker.is_expired("e", 1, later).unwrap(),
         "open shards never expire"
     );
     broker.shutdown().await;
