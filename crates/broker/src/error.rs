@@ -186,6 +186,15 @@ pub enum Error {
     /// See [`ErrorKind::InvalidReshard`].
     #[error("{0}")]
     InvalidReshard(String),
+    /// A re-routed append named a shard that a reshard closed meanwhile: route again.
+    /// Nothing was stored. Kind [`ErrorKind::ShardClosed`].
+    #[error("shard {shard} of stream {stream:?} closed while records were re-routed to it")]
+    RerouteStale {
+        /// Stream name.
+        stream: String,
+        /// The shard that closed.
+        shard: u32,
+    },
     /// See [`ErrorKind::LimitExceeded`].
     #[error("{0}")]
     LimitExceeded(String),
@@ -223,7 +232,7 @@ impl Error {
             | Error::OffsetsFailed { .. }
             | Error::Internal(_) => ErrorKind::Storage,
             Error::ShuttingDown => ErrorKind::ShuttingDown,
-            Error::ShardClosed { .. } => ErrorKind::ShardClosed,
+            Error::ShardClosed { .. } | Error::RerouteStale { .. } => ErrorKind::ShardClosed,
             Error::Throttled { .. } => ErrorKind::Throttled,
             Error::InvalidReshard(_) => ErrorKind::InvalidReshard,
             Error::LimitExceeded(_) => ErrorKind::LimitExceeded,

@@ -14,17 +14,29 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+use shardline_core::batch::BatchHeader;
 use shardline_core::reshard;
 use shardline_core::{HashKey, HashKeyRange};
 use tracing::{info, warn};
 
+use crate::producer::Verdict;
 use crate::{
-    Broker, CapacityMode, Error, ShardInfo, ShardSlot, Stream, StreamConfig, StreamInfo, lock,
-    now_ms, open_shard, stream_record,
+    Broker, CapacityMode, Error, PendingAppend, ShardInfo, ShardSlot, Stream, StreamConfig,
+    StreamInfo, lock, now_ms, open_shard, stream_record,
 };
 
 /// A rolling day, for the scaling-rate limit.
 const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// The result of [`Broker::append_rerouted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rerouted {
+    /// A retry of a batch already re-routed: nothing new was stored.
+    pub duplicate: bool,
+    /// How long to hold the answer for the children's write limits.
+    pub throttle_ms: u64,
+}
 
 /// What a retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,6 +99,93 @@ impl Broker {
                     stream.info.name
                 ))
             })
+    }
+
+    /// Stores the records a client sent to closed shard `closed_shard` in the open shards
+    /// that own them now: `parts` pairs each child's index with a batch of the records
+    /// routed to it (built by the front, without producer ids, since the child has its own
+    /// sequences). An idempotent producer's retry of the original batch is recognised
+    /// against the closed shard's producer state and stores nothing twice.
+    ///
+    /// The children are checked and the parts queued under the admin lock, so a reshard
+    /// cannot close a child between the check and the queueing: either every part is
+    /// queued, or nothing is and [`Error::RerouteStale`] asks the caller to route again.
+    /// (A child closed after its part was queued still stores that part: closing drains
+    /// the queue.) Only a storage failure after queueing can leave some parts stored and
+    /// others not; a retry then stores those parts again.
+    pub async fn append_rerouted(
+        &self,
+        stream: &str,
+        closed_shard: u32,
+        original: &BatchHeader,
+        parts: Vec<(u32, BytesMut)>,
+    ) -> Result<Rerouted, Error> {
+        self.check_running()?;
+        let current = self.current(stream)?;
+        let slot = current
+            .shards
+            .get(closed_shard as usize)
+            .cloned()
+            .ok_or_else(|| Error::UnknownShard {
+                stream: stream.to_owned(),
+                shard: i64::from(closed_shard),
+            })?;
+        let _serial = slot.shard.reroute.lock().await;
+        match slot.shard.check_rerouted(original) {
+            Verdict::Append => {}
+            Verdict::Duplicate(_) => {
+                return Ok(Rerouted {
+                    duplicate: true,
+                    throttle_ms: 0,
+                });
+            }
+            Verdict::OutOfOrder { expected, found } => {
+                return Err(Error::OutOfOrderSequence {
+                    producer_id: original.producer_id,
+                    expected,
+                    found,
+                });
+            }
+            Verdict::StaleEpoch { current, found } => {
+                return Err(Error::StaleProducerEpoch {
+                    producer_id: original.producer_id,
+                    current,
+                    found,
+                });
+            }
+        }
+        let admin = self.inner.admin.lock().await;
+        let now_current = self.current(stream)?;
+        if let Some((child, _)) = parts.iter().find(|(child, _)| {
+            !now_current
+                .info
+                .shards
+                .get(*child as usize)
+                .is_some_and(ShardInfo::is_open)
+        }) {
+            return Err(Error::RerouteStale {
+                stream: stream.to_owned(),
+                shard: *child,
+            });
+        }
+        let mut pending = Vec::with_capacity(parts.len());
+        for (child, batch) in parts {
+            pending.push(self.append(stream, i64::from(child), batch).await?);
+        }
+        drop(admin);
+        let throttle_ms = pending
+            .iter()
+            .map(PendingAppend::throttle_ms)
+            .max()
+            .unwrap_or(0);
+        for append in pending {
+            append.wait().await?;
+        }
+        slot.shard.record_rerouted(original);
+        Ok(Rerouted {
+            duplicate: false,
+            throttle_ms,
+        })
     }
 
     /// The open shards of `stream`, in hash-key order.

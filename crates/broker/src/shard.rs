@@ -68,6 +68,9 @@ pub(crate) struct Shard {
     flush: FlushPolicy,
     /// Per-shard throughput limits (Kinesis' 1 MiB/s and 1,000 records/s in, 2 MiB/s out).
     limits: Mutex<Limits>,
+    /// Serialises re-routed appends of a closed shard, so that an idempotent producer's
+    /// retry is checked against the outcome of the attempt before it.
+    pub(crate) reroute: tokio::sync::Mutex<()>,
 }
 
 /// The token buckets of one shard. A rate of 0 means unlimited.
@@ -141,6 +144,37 @@ impl Shard {
             failure: Mutex::new(None),
             flush,
             limits: Mutex::new(Limits::new(config, now_ms)),
+            reroute: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The idempotence verdict for a batch re-routed away from this (closed) shard.
+    pub(crate) fn check_rerouted(&self, header: &BatchHeader) -> Verdict {
+        if !header.has_producer_id() || header.base_sequence < 0 {
+            return Verdict::Append;
+        }
+        lock(&self.producers).check(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.last_sequence(),
+        )
+    }
+
+    /// Records that a batch re-routed away from this shard was stored elsewhere, so its
+    /// retries are recognised. Its offsets are unknown here (`u64::MAX`).
+    pub(crate) fn record_rerouted(&self, header: &BatchHeader) {
+        if header.has_producer_id() && header.base_sequence >= 0 {
+            lock(&self.producers).record(
+                header.producer_id,
+                header.producer_epoch,
+                BatchMark {
+                    first_sequence: header.base_sequence,
+                    last_sequence: header.last_sequence(),
+                    base_offset: u64::MAX,
+                    last_offset: u64::MAX,
+                },
+            );
         }
     }
 

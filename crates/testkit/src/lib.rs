@@ -17,6 +17,20 @@ use shardline::config::ServeConfig;
 use shardline::server::RunningServer;
 use tempfile::TempDir;
 
+/// Sends the server's logs to the test's output (shown when a test fails), at the level
+/// `RUST_LOG` names (default `warn`). Safe to call any number of times.
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_unset| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// A data directory that outlives server restarts within one test.
 pub type DataDir = Arc<TempDir>;
 
@@ -60,6 +74,7 @@ impl TestServer {
         data_dir: DataDir,
         configure: impl FnOnce(&mut ServeConfig),
     ) -> TestServer {
+        init_logging();
         let mut config = test_config(data_dir.path());
         configure(&mut config);
         let validated = config.validate().expect("test config is valid");

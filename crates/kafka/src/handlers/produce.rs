@@ -1,12 +1,27 @@
 //! Produce: validate each partition's record batch, queue it with the broker in request
 //! order, and answer once every partition's append is durable (or at once for acks=0).
+//!
+//! A Kafka partition never becomes unwritable, even after a reshard closed its shard:
+//! clients refresh metadata lazily and must not lose records or see fatal errors. Records
+//! sent to a closed shard are re-routed: the batch is decoded, each record goes to the
+//! open shard owning the MD5 of its key (keyless batches go whole to one open shard, in
+//! turn), and the answer is error NONE with base offset -1 — the records were stored, but
+//! not at offsets of the partition the client named.
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
-use shardline_broker::{Error, PendingAppend};
+use kafka_protocol::records::{
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchDecoder, RecordBatchEncoder,
+    RecordEncodeOptions,
+};
+use shardline_broker::{Error, ErrorKind, PendingAppend};
+use shardline_core::HashKey;
 use shardline_core::batch::{BatchHeader, Compression};
 
 use crate::Context;
@@ -19,6 +34,10 @@ const ZSTD_PRODUCE_VERSION_MIN: i16 = 7;
 
 enum Outcome {
     Queued(PendingAppend),
+    /// Stored in the open shards that own the records' keys.
+    Rerouted {
+        throttle_ms: u64,
+    },
     Failed(i16, String),
 }
 
@@ -60,6 +79,7 @@ pub(crate) async fn handle(
         .flat_map(|(_, partitions)| partitions.iter())
         .filter_map(|(_, outcome)| match outcome {
             Outcome::Queued(pending) => Some(pending.throttle_ms()),
+            Outcome::Rerouted { throttle_ms } => Some(*throttle_ms),
             Outcome::Failed(..) => None,
         })
         .max()
@@ -77,25 +97,30 @@ pub(crate) async fn handle(
         for (name, partitions) in topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for (index, outcome) in partitions {
-                let result = match outcome {
+                // (base offset, log start offset), or the error.
+                let result: Result<(i64, i64), (i16, String)> = match outcome {
                     Outcome::Queued(pending) => pending
                         .wait()
                         .await
+                        .map(|appended| {
+                            (
+                                appended.base_offset as i64,
+                                appended.log_start_offset as i64,
+                            )
+                        })
                         .map_err(|error| (codes::for_error(&error), error.to_string())),
+                    // Stored, but not at an offset of this partition: see the module docs.
+                    Outcome::Rerouted { .. } => Ok((-1, -1)),
                     Outcome::Failed(code, message) => Err((code, message)),
                 };
                 let response = match result {
                     // log_start_offset is part of the response from v5.
-                    Ok(appended) => PartitionProduceResponse::default()
+                    Ok((base_offset, log_start_offset)) => PartitionProduceResponse::default()
                         .with_index(index)
                         .with_error_code(codes::NONE)
-                        .with_base_offset(appended.base_offset as i64)
+                        .with_base_offset(base_offset)
                         .with_log_append_time_ms(-1)
-                        .with_log_start_offset(if version >= 5 {
-                            appended.log_start_offset as i64
-                        } else {
-                            -1
-                        }),
+                        .with_log_start_offset(if version >= 5 { log_start_offset } else { -1 }),
                     Err((code, message)) => {
                         let response = PartitionProduceResponse::default()
                             .with_index(index)
@@ -153,6 +178,109 @@ async fn queue(
         .await
     {
         Ok(pending) => Outcome::Queued(pending),
+        Err(error) if error.kind() == ErrorKind::ShardClosed => {
+            // A reshard may close the chosen children meanwhile; nothing is stored then,
+            // so routing again is safe.
+            let mut outcome = reroute(context, stream, partition, &records).await;
+            for _ in 0..REROUTE_TRIES {
+                match outcome {
+                    Err(Error::RerouteStale { .. }) => {
+                        outcome = reroute(context, stream, partition, &records).await;
+                    }
+                    _ => break,
+                }
+            }
+            match outcome {
+                Ok(outcome) => outcome,
+                Err(error) => failed(&error),
+            }
+        }
         Err(error) => failed(&error),
     }
+}
+
+/// Keyless batches sent to closed shards take the open shards in turn.
+static KEYLESS_TURN: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times a re-routed batch is routed again when reshards keep closing its
+/// targets.
+const REROUTE_TRIES: usize = 5;
+
+/// Stores a batch sent to closed shard `partition` in the open shards that own its records.
+/// Engine errors come back as `Err` so the caller can route again after
+/// [`Error::RerouteStale`]; refusals of the batch itself are an `Ok(Outcome::Failed)`.
+async fn reroute(
+    context: &Context,
+    stream: &str,
+    partition: i32,
+    records: &Bytes,
+) -> Result<Outcome, Error> {
+    let header = match BatchHeader::parse_and_verify(records) {
+        Ok(header) => header,
+        Err(error) => return Err(Error::Batch(error)),
+    };
+    let mut encoded = records.clone();
+    let set = match RecordBatchDecoder::decode(&mut encoded) {
+        Ok(set) => set,
+        Err(error) => {
+            return Ok(Outcome::Failed(
+                codes::CORRUPT_MESSAGE,
+                format!("cannot decode records: {error}"),
+            ));
+        }
+    };
+    let open = context.broker.open_shards(stream)?;
+    if open.is_empty() {
+        return Ok(Outcome::Failed(
+            codes::NOT_LEADER_OR_FOLLOWER,
+            "no open shard".to_owned(),
+        ));
+    }
+    let keyless = open[KEYLESS_TURN.fetch_add(1, Ordering::Relaxed) % open.len()].index;
+    let mut groups: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    for mut record in set.records {
+        let child = match &record.key {
+            Some(key) => context
+                .broker
+                .route(stream, HashKey::of_partition_key(key))?,
+            None => keyless,
+        };
+        // The children keep their own idempotence sequences; the retry check happens
+        // against the closed shard's state instead (see Broker::append_rerouted).
+        record.producer_id = NO_PRODUCER_ID;
+        record.producer_epoch = NO_PRODUCER_EPOCH;
+        record.sequence = NO_SEQUENCE;
+        record.partition_leader_epoch = 0;
+        let group = groups.entry(child).or_default();
+        record.offset = group.len() as i64;
+        group.push(record);
+    }
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: set.compression,
+    };
+    let mut parts = Vec::with_capacity(groups.len());
+    for (child, group) in groups {
+        let mut batch = BytesMut::new();
+        if let Err(error) = RecordBatchEncoder::encode(&mut batch, &group, &options) {
+            return Ok(Outcome::Failed(
+                codes::CORRUPT_MESSAGE,
+                format!("cannot re-encode records: {error}"),
+            ));
+        }
+        // The encoder starts a new batch only when batch-level fields change, which they
+        // do not here; split defensively so the broker always gets one batch per append.
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let length = BatchHeader::parse(&rest).map_err(Error::Batch)?.total_len();
+            parts.push((child, rest.split_to(length)));
+        }
+    }
+    let rerouted = context
+        .broker
+        .append_rerouted(stream, partition as u32, &header, parts)
+        .await?;
+    Ok(Outcome::Rerouted {
+        throttle_ms: rerouted.throttle_ms,
+    })
 }
