@@ -49,6 +49,37 @@ pub struct BrokerConfig {
     pub scalings_per_day_max: u32,
     /// How often the background task deletes expired segments.
     pub retention_check_interval_ms: u64,
+    /// How on-demand streams are scaled.
+    pub on_demand: OnDemandConfig,
+}
+
+/// Automatic scaling of `capacity.mode = on_demand` streams: every window, a shard whose
+/// writes used at least `hot_percent` of its limit is split, and two adjacent shards that
+/// both used at most `cold_percent` are merged, within the shard-count bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnDemandConfig {
+    /// Length of the measuring window.
+    pub window_ms: u64,
+    /// Split a shard whose write bytes reached this share of its limit.
+    pub hot_percent: u32,
+    /// Merge neighbours whose write bytes both stayed at or below this share.
+    pub cold_percent: u32,
+    /// Never merge below this many open shards.
+    pub shards_min: u32,
+    /// Never split above this many open shards.
+    pub shards_max: u32,
+}
+
+impl Default for OnDemandConfig {
+    fn default() -> OnDemandConfig {
+        OnDemandConfig {
+            window_ms: 60_000,
+            hot_percent: 80,
+            cold_percent: 10,
+            shards_min: 1,
+            shards_max: 64,
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -67,6 +98,7 @@ impl BrokerConfig {
             scaling_factor_max: 2,
             scalings_per_day_max: 10,
             retention_check_interval_ms: 60_000,
+            on_demand: OnDemandConfig::default(),
         }
     }
 }

@@ -40,7 +40,7 @@ use tracing::{info, warn};
 
 pub use config::{
     BrokerConfig, CapacityMode, ConfigEntry, FlushPolicy, MAX_MESSAGE_BYTES_DEFAULT,
-    MAX_MESSAGE_BYTES_MAX, RETENTION_MS_MAX, RETENTION_MS_MIN, StreamConfig,
+    MAX_MESSAGE_BYTES_MAX, OnDemandConfig, RETENTION_MS_MAX, RETENTION_MS_MIN, StreamConfig,
 };
 pub use error::{Error, ErrorKind};
 pub use manage::RetentionReport;
@@ -286,6 +286,7 @@ impl Broker {
             broker.spawn_interval_flusher(interval_ms);
         }
         broker.spawn_retention(broker.inner.config.retention_check_interval_ms);
+        broker.spawn_autoscaler(broker.inner.config.on_demand.window_ms);
         info!(
             data_dir = %broker.inner.config.data_dir.display(),
             streams = broker.streams_ref().len(),
@@ -352,6 +353,27 @@ impl Broker {
                 let broker = Broker { inner };
                 if let Err(error) = broker.enforce_retention(now_ms()).await {
                     warn!(%error, "retention pass failed; retrying at the next interval");
+                }
+            }
+        });
+        lock(&self.inner.background).push(task);
+    }
+
+    /// Scales on-demand streams every `window_ms`, measuring over the real elapsed time.
+    fn spawn_autoscaler(&self, window_ms: u64) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(window_ms.max(1)));
+            ticker.tick().await;
+            let mut last = tokio::time::Instant::now();
+            loop {
+                ticker.tick().await;
+                let elapsed_ms = last.elapsed().as_millis() as u64;
+                last = tokio::time::Instant::now();
+                let Some(inner) = weak.upgrade() else { return };
+                let broker = Broker { inner };
+                if let Err(error) = broker.autoscale(elapsed_ms).await {
+                    warn!(%error, "on-demand scaling pass failed; retrying at the next window");
                 }
             }
         });

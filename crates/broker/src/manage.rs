@@ -592,6 +592,74 @@ impl Broker {
         Ok(report)
     }
 
+    /// One pass of on-demand scaling over the last `elapsed_ms`: in each `on_demand`
+    /// stream, split every open shard whose write rate reached the hot share of its limit
+    /// (while under the shard maximum), else merge one pair of adjacent shards that both
+    /// stayed cold (while above the minimum). Returns how many reshards it made.
+    pub async fn autoscale(&self, elapsed_ms: u64) -> Result<usize, Error> {
+        let policy = self.inner.config.on_demand;
+        let elapsed_ms = elapsed_ms.max(1);
+        let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
+        let mut reshards = 0;
+        for stream in streams {
+            // Read (and reset) every shard's counter, so the next window starts clean.
+            let rates: Vec<(ShardInfo, u64)> = stream
+                .info
+                .shards
+                .iter()
+                .filter(|shard| shard.is_open())
+                .map(|shard| {
+                    let bytes = stream.shards[shard.index as usize]
+                        .shard
+                        .window_bytes
+                        .swap(0, std::sync::atomic::Ordering::Relaxed);
+                    (shard.clone(), bytes.saturating_mul(1000) / elapsed_ms)
+                })
+                .collect();
+            if stream.info.config.capacity_mode != CapacityMode::OnDemand {
+                continue;
+            }
+            let limit = stream.info.config.shard_write_bytes_per_second;
+            let hot = |rate: u64| {
+                rate.saturating_mul(100) >= limit.saturating_mul(u64::from(policy.hot_percent))
+            };
+            let cold = |rate: u64| {
+                rate.saturating_mul(100) <= limit.saturating_mul(u64::from(policy.cold_percent))
+            };
+            let mut open_count = rates.len() as u32;
+            let mut split_any = false;
+            for (shard, rate) in &rates {
+                if hot(*rate) && open_count < policy.shards_max {
+                    let Some(middle) = reshard::midpoint(shard.range) else {
+                        continue;
+                    };
+                    self.split_shard(&stream.info.name, shard.index, middle)
+                        .await?;
+                    info!(stream = %stream.info.name, shard = shard.index, rate_bytes_per_second = rate, "on-demand split of a hot shard");
+                    open_count += 1;
+                    reshards += 1;
+                    split_any = true;
+                }
+            }
+            if split_any || open_count <= policy.shards_min {
+                continue;
+            }
+            let mut by_range = rates.clone();
+            by_range.sort_by_key(|(shard, _)| shard.range.start);
+            if let Some(pair) = by_range.windows(2).find(|pair| {
+                cold(pair[0].1)
+                    && cold(pair[1].1)
+                    && pair[0].0.range.end.checked_add(1) == Some(pair[1].0.range.start)
+            }) {
+                self.merge_shards(&stream.info.name, pair[0].0.index, pair[1].0.index)
+                    .await?;
+                info!(stream = %stream.info.name, shards = ?(pair[0].0.index, pair[1].0.index), "on-demand merge of cold neighbours");
+                reshards += 1;
+            }
+        }
+        Ok(reshards)
+    }
+
     /// Whether a closed shard has expired at `now_ms`: every record it held is deleted,
     /// and a retention period has passed since it closed (so a shard closed empty does
     /// not vanish at once). Kinesis then drops it from ListShards; Kafka keeps the

@@ -71,6 +71,8 @@ pub(crate) struct Shard {
     /// Serialises re-routed appends of a closed shard, so that an idempotent producer's
     /// retry is checked against the outcome of the attempt before it.
     pub(crate) reroute: tokio::sync::Mutex<()>,
+    /// Bytes appended since on-demand scaling last looked (it swaps this to 0).
+    pub(crate) window_bytes: AtomicU64,
 }
 
 /// The token buckets of one shard. A rate of 0 means unlimited.
@@ -145,6 +147,7 @@ impl Shard {
             flush,
             limits: Mutex::new(Limits::new(config, now_ms)),
             reroute: tokio::sync::Mutex::new(()),
+            window_bytes: AtomicU64::new(0),
         }
     }
 
@@ -201,8 +204,10 @@ impl Shard {
                 limits.write_bytes.give_back(bytes);
                 return Err(wait);
             }
+            self.window_bytes.fetch_add(bytes, Ordering::Relaxed);
             return Ok(0);
         }
+        self.window_bytes.fetch_add(bytes, Ordering::Relaxed);
         let by_bytes = limits.write_bytes.take_with_delay(now_ms, bytes);
         let by_records = limits.write_records.take_with_delay(now_ms, records);
         Ok(by_bytes.max(by_records))

@@ -112,6 +112,16 @@ pub struct StreamsSection {
     pub scalings_per_day_max: u32,
     /// How often expired segments are looked for, in ms.
     pub retention_check_interval_ms: u64,
+    /// On-demand scaling: the measuring window, in ms.
+    pub on_demand_window_ms: u64,
+    /// On-demand scaling: split a shard that used this share (%) of its write limit.
+    pub on_demand_hot_percent: u32,
+    /// On-demand scaling: merge neighbours that both used at most this share (%).
+    pub on_demand_cold_percent: u32,
+    /// On-demand scaling: never fewer open shards than this.
+    pub on_demand_shards_min: u32,
+    /// On-demand scaling: never more open shards than this.
+    pub on_demand_shards_max: u32,
 }
 
 /// `[groups]`: Kafka's `group.*` and `offsets.*` broker settings.
@@ -226,6 +236,11 @@ impl Default for StreamsSection {
             scaling_factor_max: 2,
             scalings_per_day_max: 10,
             retention_check_interval_ms: 60_000,
+            on_demand_window_ms: 60_000,
+            on_demand_hot_percent: 80,
+            on_demand_cold_percent: 10,
+            on_demand_shards_min: 1,
+            on_demand_shards_max: 64,
         }
     }
 }
@@ -356,6 +371,17 @@ impl ServeConfig {
         if self.streams.scaling_factor_max < 2 {
             bail!("streams.scaling_factor_max must be at least 2");
         }
+        let on_demand = &self.streams;
+        if on_demand.on_demand_window_ms == 0
+            || on_demand.on_demand_cold_percent >= on_demand.on_demand_hot_percent
+            || on_demand.on_demand_shards_min == 0
+            || on_demand.on_demand_shards_min > on_demand.on_demand_shards_max
+            || on_demand.on_demand_shards_max > self.streams.shard_count_max
+        {
+            bail!(
+                "streams.on_demand_*: the window must be at least 1 ms, cold_percent below hot_percent, and 1 <= shards_min <= shards_max <= shard_count_max"
+            );
+        }
         if self.streams.retention_check_interval_ms == 0 {
             bail!("streams.retention_check_interval_ms must be at least 1");
         }
@@ -382,6 +408,13 @@ impl ServeConfig {
             scaling_factor_max: self.streams.scaling_factor_max,
             scalings_per_day_max: self.streams.scalings_per_day_max,
             retention_check_interval_ms: self.streams.retention_check_interval_ms,
+            on_demand: shardline_broker::OnDemandConfig {
+                window_ms: self.streams.on_demand_window_ms,
+                hot_percent: self.streams.on_demand_hot_percent,
+                cold_percent: self.streams.on_demand_cold_percent,
+                shards_min: self.streams.on_demand_shards_min,
+                shards_max: self.streams.on_demand_shards_max,
+            },
         };
         let mut kafka = KafkaConfig::new(String::new(), 0);
         kafka.frame_bytes_max = self.kafka.frame_bytes_max;

@@ -326,3 +326,47 @@ async fn writes_over_the_shard_limit_are_delayed_or_refused() {
     assert_eq!(broker.offsets("t", 0).unwrap().1, before);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn on_demand_streams_split_hot_shards_and_merge_cold_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    let configs = BTreeMap::from([
+        ("capacity.mode".to_owned(), "on_demand".to_owned()),
+        (
+            "shard.write.bytes.per.second".to_owned(),
+            "10000".to_owned(),
+        ),
+    ]);
+    broker.create_stream("od", 2, configs, false).await.unwrap();
+    broker
+        .create_stream("fixed", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    // 20 KB into shard 0 over a 1 s window: twice its 10 KB/s limit, so it is hot.
+    let value = vec![b'h'; 4000];
+    for _ in 0..5 {
+        append(&broker, "od", 0, 1, &[&value]).await;
+        append(&broker, "fixed", 0, 1, &[&value]).await;
+    }
+    assert_eq!(broker.autoscale(1000).await.unwrap(), 1);
+    let info = broker.stream("od").unwrap();
+    assert!(!info.shards[0].is_open(), "the hot shard was split");
+    assert_eq!(broker.open_shards("od").unwrap().len(), 3);
+    assert_eq!(
+        broker.stream("fixed").unwrap().shards.len(),
+        1,
+        "provisioned streams are left alone"
+    );
+    // An idle window: cold neighbours merge, one pair per pass, down to the minimum.
+    assert_eq!(broker.autoscale(1000).await.unwrap(), 1);
+    assert_eq!(broker.open_shards("od").unwrap().len(), 2);
+    assert_eq!(broker.autoscale(1000).await.unwrap(), 1);
+    assert_eq!(broker.open_shards("od").unwrap().len(), 1);
+    assert_eq!(
+        broker.autoscale(1000).await.unwrap(),
+        0,
+        "never below shards_min"
+    );
+    broker.shutdown().await;
+}
