@@ -178,7 +178,7 @@ impl Default for StreamConfig {
             segment_bytes: 128 * 1024 * 1024,
             segment_ms: 7 * 24 * 3600 * 1000,
             max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
-            capacity_mode: CapacityMode::Unlimited,
+            capacity_mode: CapacityMode::Provisioned,
             shard_write_bytes_per_second: 1024 * 1024,
             shard_write_records_per_second: 1000,
             shard_read_bytes_per_second: 2 * 1024 * 1024,

@@ -484,6 +484,20 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "toml") {
+                let loaded = ServeConfig::load(&path).unwrap();
+                loaded
+                    .validate()
+                    .unwrap_or_else(|error| panic!("{}: {error:#}", path.display()));
+            }
+        }
+    }
+
+    #[test]
     fn unknown_keys_and_out_of_range_values_are_refused() {
         assert!(toml::from_str::<ServeConfig>("no_such_key = 1").is_err());
         let mut config = ServeConfig::default();

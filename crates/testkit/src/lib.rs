@@ -48,6 +48,9 @@ pub fn test_config(dir: &Path) -> ServeConfig {
     config.kafka.listen = "127.0.0.1:0".to_owned();
     config.http.listen = "127.0.0.1:0".to_owned();
     config.shutdown.grace_ms = 2_000;
+    // Tests drive far more than Kinesis' 1 MiB/s and 1,000 records/s per shard; the
+    // limits have tests of their own, which set capacity.mode per topic.
+    config.streams.capacity_mode = "unlimited".to_owned();
     config
 }
 
