@@ -13,6 +13,52 @@ use rdkafka::Offset;
 use rdkafka::producer::FutureRecord;
 use shardline_testkit::TestServer;
 
+/// Checks what a consumer read back against what producers had acknowledged: nothing
+/// missing, nothing twice, each key's records in send order within every partition.
+fn check_exactly_once_in_order(received: &[common::Received], acknowledged: &[String]) {
+    let mut seen = BTreeMap::new();
+    for record in received {
+        let payload = String::from_utf8(record.payload.clone().unwrap()).unwrap();
+        seen.entry(payload)
+            .or_insert_with(Vec::new)
+            .push((record.partition, record.offset));
+    }
+    let duplicates: Vec<_> = seen.iter().filter(|(_, places)| places.len() > 1).collect();
+    assert!(
+        duplicates.is_empty(),
+        "duplicated (partition, offset): {duplicates:?}"
+    );
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|payload| !seen.contains_key(*payload))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let mut last: BTreeMap<(i32, String, String), u64> = BTreeMap::new();
+    for record in received {
+        let payload = String::from_utf8(record.payload.clone().unwrap()).unwrap();
+        let mut fields = payload.split(':');
+        let (client, key, sequence) = (
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+        );
+        let sequence: u64 = sequence.parse().unwrap();
+        let slot = (record.partition, client.to_owned(), key.to_owned());
+        if let Some(previous) = last.insert(slot, sequence) {
+            assert!(
+                previous < sequence,
+                "{client} key {key} out of order in partition {}",
+                record.partition
+            );
+        }
+    }
+}
+
 const KEYS: u64 = 40;
 
 /// Produces `count` records round-robin over `KEYS` keys, pausing a little between sends so
@@ -176,5 +222,80 @@ async fn keyed_records_survive_split_and_merge_exactly_once_in_order() {
         partitions_used.contains(&4),
         "the merge child took writes: {partitions_used:?}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_producer_survives_split_and_merge() {
+    let server = TestServer::start().await;
+    let bootstrap = server.bootstrap();
+    create_topic(&bootstrap, "reshard-kpy", 2).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop");
+    let python = dir.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run `bash scripts/install-test-deps.sh` first"
+    );
+    let child = std::process::Command::new(&python)
+        .args([
+            "kafka_python_reshard_producer.py",
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            "reshard-kpy",
+            "--count",
+            "2000",
+        ])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the kafka-python producer");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (low, high) = server
+        .broker()
+        .split_shard("reshard-kpy", 1, 3u128 << 126)
+        .await
+        .expect("split shard 1");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    server
+        .broker()
+        .merge_shards("reshard-kpy", low, high)
+        .await
+        .expect("merge the children again");
+    let output = output.await.unwrap().expect("producer output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kafka-python producer failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let acknowledged: Vec<String> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("acked ").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        acknowledged.len(),
+        2000,
+        "{}",
+        stdout.lines().next().unwrap_or("")
+    );
+    let partitions = server.broker().stream("reshard-kpy").unwrap().shards.len() as i32;
+    let consume_bootstrap = bootstrap.clone();
+    let received = tokio::task::spawn_blocking(move || {
+        consume(
+            &consume_bootstrap,
+            "reshard-kpy",
+            partitions,
+            Offset::Beginning,
+            2000,
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    check_exactly_once_in_order(&received, &acknowledged);
     server.stop().await;
 }
