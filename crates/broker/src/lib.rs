@@ -283,10 +283,20 @@ impl Broker {
         ));
         *lock(&broker.inner.offsets_writer) = Some(offsets_writer);
         if let FlushPolicy::Interval { interval_ms } = broker.inner.config.flush {
-            broker.spawn_interval_flusher(interval_ms);
+            broker.spawn_periodic(interval_ms, "flush", |broker, _| async move {
+                broker.sync_all().await
+            });
         }
-        broker.spawn_retention(broker.inner.config.retention_check_interval_ms);
-        broker.spawn_autoscaler(broker.inner.config.on_demand.window_ms);
+        broker.spawn_periodic(
+            broker.inner.config.retention_check_interval_ms,
+            "retention",
+            |broker, _| async move { broker.enforce_retention(now_ms()).await.map(drop) },
+        );
+        broker.spawn_periodic(
+            broker.inner.config.on_demand.window_ms,
+            "on-demand scaling",
+            |broker, elapsed_ms| async move { broker.autoscale(elapsed_ms).await.map(drop) },
+        );
         info!(
             data_dir = %broker.inner.config.data_dir.display(),
             streams = broker.streams_ref().len(),
@@ -342,28 +352,19 @@ impl Broker {
         })
     }
 
-    /// Deletes expired segments every `interval_ms`, with the wall clock.
-    fn spawn_retention(&self, interval_ms: u64) {
+    /// Runs `pass` every `interval_ms` (with the milliseconds since the previous pass)
+    /// until the broker is dropped or shut down. A failed pass is logged and retried at
+    /// the next tick: background work must never take the server down.
+    fn spawn_periodic<F, Fut>(&self, interval_ms: u64, what: &'static str, pass: F)
+    where
+        F: Fn(Broker, u64) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), Error>> + Send,
+    {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let broker = Broker { inner };
-                if let Err(error) = broker.enforce_retention(now_ms()).await {
-                    warn!(%error, "retention pass failed; retrying at the next interval");
-                }
-            }
-        });
-        lock(&self.inner.background).push(task);
-    }
-
-    /// Scales on-demand streams every `window_ms`, measuring over the real elapsed time.
-    fn spawn_autoscaler(&self, window_ms: u64) {
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_millis(window_ms.max(1)));
+            let period = Duration::from_millis(interval_ms.max(1));
+            let mut ticker = tokio::time::interval(period);
+            // The first tick fires at once; the first pass should come one period in.
             ticker.tick().await;
             let mut last = tokio::time::Instant::now();
             loop {
@@ -371,39 +372,28 @@ impl Broker {
                 let elapsed_ms = last.elapsed().as_millis() as u64;
                 last = tokio::time::Instant::now();
                 let Some(inner) = weak.upgrade() else { return };
-                let broker = Broker { inner };
-                if let Err(error) = broker.autoscale(elapsed_ms).await {
-                    warn!(%error, "on-demand scaling pass failed; retrying at the next window");
+                if let Err(error) = pass(Broker { inner }, elapsed_ms).await {
+                    warn!(%error, task = what, "background pass failed; retrying at the next interval");
                 }
             }
         });
         lock(&self.inner.background).push(task);
     }
 
-    fn spawn_interval_flusher(&self, interval_ms: u64) {
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let shards: Vec<Arc<Shard>> = inner
-                    .streams
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .values()
-                    .flat_map(|stream| stream.shards.iter().map(|slot| Arc::clone(&slot.shard)))
-                    .collect();
-                drop(inner);
-                let _ = tokio::task::spawn_blocking(move || {
-                    for shard in shards {
-                        shard.sync_now_blocking();
-                    }
-                })
-                .await;
+    /// fsyncs every shard (the background flush of [`FlushPolicy::Interval`]).
+    async fn sync_all(&self) -> Result<(), Error> {
+        let shards: Vec<Arc<Shard>> = self
+            .streams_ref()
+            .values()
+            .flat_map(|stream| stream.shards.iter().map(|slot| Arc::clone(&slot.shard)))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for shard in shards {
+                shard.sync_now_blocking();
             }
-        });
-        lock(&self.inner.background).push(task);
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("flush task failed: {error}")))
     }
 
     /// The cluster id, stable across restarts.

@@ -190,16 +190,8 @@ impl Broker {
 
     /// The open shards of `stream`, in hash-key order.
     pub fn open_shards(&self, stream: &str) -> Result<Vec<ShardInfo>, Error> {
-        let stream = self.current(stream)?;
-        let mut open: Vec<ShardInfo> = stream
-            .info
-            .shards
-            .iter()
-            .filter(|shard| shard.is_open())
-            .cloned()
-            .collect();
-        open.sort_by_key(|shard| shard.range.start);
-        Ok(open)
+        let current = self.current(stream)?;
+        Ok(open_by_range(&current))
     }
 
     /// Changes per-stream settings: `set` values (validated like CreateTopics configs)
@@ -322,17 +314,7 @@ impl Broker {
         self.check_running()?;
         let _admin = self.inner.admin.lock().await;
         let current = self.current(name)?;
-        let open: Vec<ShardInfo> = {
-            let mut open: Vec<ShardInfo> = current
-                .info
-                .shards
-                .iter()
-                .filter(|shard| shard.is_open())
-                .cloned()
-                .collect();
-            open.sort_by_key(|shard| shard.range.start);
-            open
-        };
+        let open = open_by_range(&current);
         let count = open.len() as u32;
         let factor = self.inner.config.scaling_factor_max.max(1);
         if target == 0
@@ -694,6 +676,19 @@ struct Child {
     range: HashKeyRange,
     parent: u32,
     adjacent_parent: Option<u32>,
+}
+
+/// The open shards of `stream`, in hash-key order.
+fn open_by_range(stream: &Stream) -> Vec<ShardInfo> {
+    let mut open: Vec<ShardInfo> = stream
+        .info
+        .shards
+        .iter()
+        .filter(|shard| shard.is_open())
+        .cloned()
+        .collect();
+    open.sort_by_key(|shard| shard.range.start);
+    open
 }
 
 fn open_shard_info(stream: &Stream, shard: u32) -> Result<ShardInfo, Error> {
