@@ -3,9 +3,18 @@
 
 Usage:
     tests/interop/.venv/bin/python tests/interop/kafka_python_check.py \
-        --bootstrap 127.0.0.1:PORT --topic-prefix PREFIX
+        --bootstrap 127.0.0.1:PORT --topic-prefix PREFIX [--with-group-consumer | --group-consumer-only]
+    tests/interop/.venv/bin/python tests/interop/kafka_python_check.py \
+        --bootstrap 127.0.0.1:PORT --group-member GROUP --topic TOPIC
 
 Creates topic PREFIX-kpy (3 partitions, RF 1), so PREFIX must be fresh for every run.
+--with-group-consumer adds the consumer-group checks (topic PREFIX-kpy-g, group
+PREFIX-kpy-group): a member commits part of the records and leaves, a new member of the
+same group resumes right after the commits. --group-consumer-only runs only those.
+
+--group-member runs one member of GROUP subscribed to TOPIC (for mixed-client groups):
+after each poll it commits synchronously, then prints `processed-record: <partition>
+<offset> <value>` per record; on SIGTERM (or stdin closing) it leaves the group and exits 0.
 Prints one `ok <check>` line per passed check on stdout; on the first failure prints
 `FAIL <check>: <detail>` on stderr and exits 1. Lines starting with `#` are information.
 Exit codes: 0 all passed, 1 a check failed (or the whole-run deadline hit), 2 bad usage.
@@ -37,6 +46,7 @@ PARTITIONS = 3
 BOUNDARY_AFTER = "gzip"      # phase that ends >= BOUNDARY_GAP_S before the boundary
 BOUNDARY_GAP_S = 1.2
 PAD = "shardline-interop-" * 6  # compressible payload so every codec has work to do
+GROUP_RECORDS = 200
 
 
 class CheckFailed(Exception):
@@ -346,28 +356,160 @@ class Runner:
                     tp.partition, res.get(tp)))
         self.ok("offsets_for_times.after_all")
 
+    # -- g. consumer group: commit, leave, a new member resumes --------------------------
+    def group_consumer(self, topic, group, client_id):
+        return self.track("consumer", KafkaConsumer(
+            topic,
+            client_id=client_id,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+            fetch_max_wait_ms=200,
+            max_poll_records=40,
+            **self.common))
+
+    def check_group_consumer(self):
+        topic = "%s-kpy-g" % self.args.topic_prefix
+        group = "%s-kpy-group" % self.args.topic_prefix
+        total = GROUP_RECORDS
+        self.current = "group.produce"
+        admin = self.track("admin", KafkaAdminClient(client_id="shardline-interop-kpy-gadmin", **self.common))
+        admin.create_topics({topic: {"num_partitions": 2, "replication_factor": 1}}, timeout_ms=10000)
+        admin.wait_for_topics([topic], timeout_ms=10000)
+        producer = self.track("producer", KafkaProducer(client_id="shardline-interop-kpy-gproducer",
+                                                        acks="all", linger_ms=5, **self.common))
+        futures = [producer.send(topic, key=b"k", value=("g:%d" % i).encode(), partition=i % 2)
+                   for i in range(total)]
+        producer.flush(timeout=30)
+        acked = {}
+        for i, fut in enumerate(futures):
+            md = fut.get(timeout=0)
+            acked["g:%d" % i] = (md.partition, md.offset)
+        self.ok("group.produce")
+
+        def take(consumer, seen, until, what):
+            deadline = time.monotonic() + 30
+            while len(seen) < until and time.monotonic() < deadline:
+                for tp, records in consumer.poll(timeout_ms=500).items():
+                    for r in records:
+                        value = r.value.decode()
+                        if value in seen:
+                            self.fail("%s: %s delivered twice" % (what, value))
+                        if acked.get(value) != (r.partition, r.offset):
+                            self.fail("%s: %s read at %d/%d, acked at %s" % (
+                                what, value, r.partition, r.offset, acked.get(value)))
+                        seen[value] = (r.partition, r.offset)
+            if len(seen) < until:
+                self.fail("%s: %d of %d records in 30 s" % (what, len(seen), until))
+
+        self.current = "group.commit"
+        first = self.group_consumer(topic, group, "shardline-interop-kpy-member1")
+        first_seen = {}
+        take(first, first_seen, total // 2, "first member")
+        first.commit()
+        for tp in first.assignment():
+            committed = first.committed(tp)
+            position = first.position(tp)
+            if committed != position:
+                self.fail("%s: committed %s but the position is %s" % (tp, committed, position))
+        info("first member read %d records; committed %s" % (
+            len(first_seen), {tp.partition: first.committed(tp) for tp in first.assignment()}))
+        first.close(autocommit=False)
+        self.clients.remove(("consumer", first))
+        self.ok("group.commit")
+
+        self.current = "group.resume_after_restart"
+        second = self.group_consumer(topic, group, "shardline-interop-kpy-member2")
+        second_seen = {}
+        take(second, second_seen, total - len(first_seen), "second member")
+        overlap = set(first_seen) & set(second_seen)
+        if overlap:
+            self.fail("%d records read by both members, e.g. %s" % (len(overlap), sorted(overlap)[:3]))
+        if set(first_seen) | set(second_seen) != set(acked):
+            self.fail("records missing: %s" % sorted(set(acked) - set(first_seen) - set(second_seen))[:5])
+        second.commit()
+        second.close(autocommit=False)
+        self.clients.remove(("consumer", second))
+        self.ok("group.resume_after_restart")
+
     def run(self):
-        self.check_admin()
-        self.check_produce()
-        self.check_consume()
-        self.check_offsets_for_times()
-        self.check_watermarks()
-        self.check_unknown_topic()
-        self.check_offsets_for_times_edges()
+        if not self.args.group_consumer_only:
+            self.check_admin()
+            self.check_produce()
+            self.check_consume()
+            self.check_offsets_for_times()
+            self.check_watermarks()
+            self.check_unknown_topic()
+            self.check_offsets_for_times_edges()
+        if self.args.with_group_consumer or self.args.group_consumer_only:
+            self.check_group_consumer()
+
+
+def run_group_member(args):
+    """One member of a consumer group, for groups mixing clients (see the module docs)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+    def watch_stdin():
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    consumer = KafkaConsumer(
+        args.topic,
+        bootstrap_servers=args.bootstrap,
+        client_id="shardline-interop-kpy-member",
+        group_id=args.group_member,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=500,
+        fetch_max_wait_ms=100,
+        request_timeout_ms=10000)
+    deadline = time.monotonic() + args.deadline
+    while not stop.is_set() and time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=200)
+        if not batch:
+            continue
+        try:
+            consumer.commit()
+        except Errors.CommitFailedError as exc:
+            # The records go to the partitions' next owner; they were not processed here.
+            info("commit failed, batch dropped: %s" % describe(exc))
+            continue
+        for tp, records in batch.items():
+            for r in records:
+                print("processed-record: %d %d %s" % (r.partition, r.offset, r.value.decode()), flush=True)
+    consumer.close(autocommit=False, timeout_ms=10000)
+    print("ok group-member", flush=True)
+    os._exit(0)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap", required=True, help="host:port of the broker")
-    ap.add_argument("--topic-prefix", required=True, help="fresh prefix; topic PREFIX-kpy is created")
+    ap.add_argument("--topic-prefix", help="fresh prefix; topic PREFIX-kpy is created")
+    ap.add_argument("--with-group-consumer", action="store_true", help="also run the consumer-group checks")
+    ap.add_argument("--group-consumer-only", action="store_true", help="run only the consumer-group checks")
+    ap.add_argument("--group-member", metavar="GROUP", help="run as one member of GROUP (needs --topic)")
+    ap.add_argument("--topic", help="topic for --group-member")
     ap.add_argument("--bootstrap-timeout-ms", type=int, default=5000,
                     help="how long each client waits for its first metadata (default 5000)")
     ap.add_argument("--deadline", type=float, default=85.0, help="hard limit for the whole run, s (default 85)")
     ap.add_argument("-v", "--verbose", action="store_true", help="kafka-python DEBUG logging on stderr")
     args = ap.parse_args()
+    if args.group_member:
+        if not args.topic:
+            ap.error("--group-member needs --topic")
+    elif not args.topic_prefix:
+        ap.error("--topic-prefix is required")
 
     logging.basicConfig(stream=sys.stderr, format="# %(asctime)s %(name)s %(levelname)s %(message)s",
                         level=logging.DEBUG if args.verbose else logging.WARNING)
+    if args.group_member:
+        run_group_member(args)
     info("kafka-python %s, python %s, bootstrap %s, topic prefix %s" % (
         kafka.__version__, sys.version.split()[0], args.bootstrap, args.topic_prefix))
 

@@ -9,8 +9,9 @@
 // `FAIL <check>: <detail>` on stderr and exits 1. Lines starting with `#` are information
 // (kafkajs' own WARN/ERROR log lines go to stderr as `# kafkajs ...`).
 // Exit codes: 0 all passed, 1 a check failed (or the whole-run deadline hit), 2 bad usage.
-// The group consumer check (needs JoinGroup/SyncGroup/Heartbeat/OffsetCommit) runs only
-// with --with-group-consumer.
+// The group consumer checks (needs JoinGroup/SyncGroup/Heartbeat/OffsetCommit/OffsetFetch)
+// run only with --with-group-consumer: a group member reads everything exactly once, then
+// a new member of the same group gets only what was produced after the first one left.
 'use strict'
 
 let kafkajs
@@ -25,6 +26,7 @@ const { Kafka, logLevel, CompressionTypes, Partitioners } = kafkajs
 const PARTITIONS = 2
 const MESSAGES_PER_CODEC = 300
 const BATCH = 50
+const RESUME_MESSAGES = 20
 const CODECS = [
   ['none', CompressionTypes.None],
   ['gzip', CompressionTypes.GZIP],
@@ -266,6 +268,54 @@ async function main (args) {
     await withTimeout(consumer.disconnect(), 10000, 'consumer.disconnect')
     state.clients = state.clients.filter(([kind]) => kind !== 'consumer')
     ok('consumer.group')
+
+    // --- e. a new member of the same group resumes after the committed offsets ------------
+    state.current = 'consumer.group.resume'
+    const more = []
+    for (let i = 0; i < RESUME_MESSAGES; i++) {
+      more.push({ key: `r${i}`, value: `resume:${i}:${PAD}`, partition: i % PARTITIONS })
+    }
+    await producer.send({ topic, messages: more, acks: -1, timeout: 10000 })
+    const fresh = new Set(more.map(m => m.value))
+    const again = kafka.consumer({
+      groupId: `${args.prefix}-g`,
+      sessionTimeout: 10000,
+      heartbeatInterval: 1000,
+      maxWaitTimeInMs: 200,
+      retry: { retries: 3 },
+    })
+    state.clients.push(['consumer', again])
+    await again.connect()
+    // fromBeginning only applies without a committed offset: everything before is skipped.
+    await again.subscribe({ topics: [topic], fromBeginning: true })
+    const got = new Set()
+    let reread = null
+    let resolveResumed
+    const resumed = new Promise(resolve => { resolveResumed = resolve })
+    await again.run({
+      autoCommit: true,
+      eachMessage: async ({ message }) => {
+        const value = message.value ? message.value.toString() : null
+        const name = String(value).split(':').slice(0, 2).join(':')
+        if (!fresh.has(value)) {
+          if (!reread) reread = `${name} was read again although it was committed before the restart`
+          return resolveResumed()
+        }
+        if (got.has(value) && !reread) reread = `${name} delivered twice`
+        got.add(value)
+        if (got.size === fresh.size) resolveResumed()
+      },
+    })
+    const resumeOutcome = await Promise.race([resumed.then(() => 'done'), sleep(30000).then(() => 'timeout')])
+    // Anything re-read from before the restart would arrive right away: give it a moment.
+    await sleep(500)
+    if (reread) fail(reread)
+    if (resumeOutcome === 'timeout' || got.size !== fresh.size) {
+      fail(`resumed member got ${got.size} of ${fresh.size} new messages in 30 s`)
+    }
+    await withTimeout(again.disconnect(), 10000, 'consumer.disconnect')
+    state.clients = state.clients.filter(([kind]) => kind !== 'consumer')
+    ok('consumer.group.resume')
   }
 
   const deadline = setTimeout(() => {

@@ -92,7 +92,7 @@ pub(crate) async fn run(
                     else {
                         break 'serve;
                     };
-                    let reply = handlers::dispatch(&context, frame.freeze()).await;
+                    let reply = handlers::dispatch(&context, frame.freeze(), peer).await;
                     if queue.send((reply, permit)).await.is_err() {
                         break 'serve;
                     }

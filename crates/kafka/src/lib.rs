@@ -11,15 +11,19 @@
 //! Requests on one connection are answered strictly in request order (clients match
 //! responses by position as well as correlation id). Produce requests enqueue their
 //! batches with the broker while still in the reader, so pipelined produces keep their
-//! order per partition and share group commits. `kafka_protocol` types never leave this
-//! crate. Depends on broker and core.
+//! order per partition and share group commits. Consumer groups (classic protocol) are
+//! coordinated by this node: see `group`, a pure state machine per group driven by one
+//! timer task. `kafka_protocol` types never leave this crate. Depends on broker and core.
 
 mod codes;
 mod connection;
 mod frame;
+mod group;
 mod guard;
 mod handlers;
 mod versions;
+
+pub use group::GroupConfig;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +53,8 @@ pub struct KafkaConfig {
     pub inflight_bytes_per_connection_max: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Consumer-group coordinator settings.
+    pub groups: GroupConfig,
 }
 
 impl KafkaConfig {
@@ -62,6 +68,7 @@ impl KafkaConfig {
             connections_max: 10_000,
             inflight_bytes_per_connection_max: 100 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -71,6 +78,8 @@ impl KafkaConfig {
 pub(crate) struct Context {
     pub(crate) broker: Broker,
     pub(crate) config: KafkaConfig,
+    /// The consumer-group coordinator (this node coordinates every group).
+    pub(crate) groups: group::coordinator::Coordinator,
 }
 
 /// Serves Kafka clients on `listener` until `shutdown` turns true, then stops accepting,
@@ -82,9 +91,14 @@ pub async fn serve(
     config: KafkaConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let groups = group::coordinator::Coordinator::new(broker.clone(), config.groups.clone());
+    // Group timers and offset expiry; at shutdown it answers parked JoinGroup and
+    // SyncGroup requests so that connections can drain.
+    let coordinator_task = tokio::spawn(groups.clone().run(shutdown.clone()));
     let context = Arc::new(Context {
         broker,
         config: config.clone(),
+        groups,
     });
     let slots = Arc::new(Semaphore::new(config.connections_max));
     let mut connections = JoinSet::new();
@@ -132,5 +146,6 @@ pub async fn serve(
         warn!("grace period over; aborting remaining connections");
         connections.abort_all();
     }
+    let _ = coordinator_task.await;
     Ok(())
 }

@@ -7,9 +7,12 @@
 //! to parse.
 
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::Message;
 
@@ -56,6 +59,18 @@ pub(crate) fn table() -> Vec<Supported> {
         clip::<OffsetForLeaderEpochRequest>(ApiKey::OffsetForLeaderEpoch, 2, 4),
         clip::<DescribeConfigsRequest>(ApiKey::DescribeConfigs, 1, 4),
         clip::<DescribeClusterRequest>(ApiKey::DescribeCluster, 0, 2),
+        // Consumer groups, classic protocol (KIP-848's ConsumerGroupHeartbeat is not served).
+        clip::<FindCoordinatorRequest>(ApiKey::FindCoordinator, 0, 4),
+        clip::<JoinGroupRequest>(ApiKey::JoinGroup, 0, 9),
+        clip::<SyncGroupRequest>(ApiKey::SyncGroup, 0, 5),
+        clip::<HeartbeatRequest>(ApiKey::Heartbeat, 0, 4),
+        clip::<LeaveGroupRequest>(ApiKey::LeaveGroup, 0, 5),
+        clip::<OffsetCommitRequest>(ApiKey::OffsetCommit, 2, 9),
+        clip::<OffsetFetchRequest>(ApiKey::OffsetFetch, 1, 9),
+        clip::<OffsetDeleteRequest>(ApiKey::OffsetDelete, 0, 0),
+        clip::<ListGroupsRequest>(ApiKey::ListGroups, 0, 5),
+        clip::<DescribeGroupsRequest>(ApiKey::DescribeGroups, 0, 6),
+        clip::<DeleteGroupsRequest>(ApiKey::DeleteGroups, 0, 2),
     ]
 }
 
@@ -79,6 +94,14 @@ mod tests {
             (ApiKey::Fetch, 10),
             (ApiKey::ListOffsets, 1),
             (ApiKey::InitProducerId, 0),
+            // The balanced consumer (and LZ4 detection, which checks FindCoordinator 0).
+            (ApiKey::FindCoordinator, 0),
+            (ApiKey::OffsetCommit, 2),
+            (ApiKey::OffsetFetch, 1),
+            (ApiKey::JoinGroup, 0),
+            (ApiKey::SyncGroup, 0),
+            (ApiKey::Heartbeat, 0),
+            (ApiKey::LeaveGroup, 0),
         ];
         for (key, version) in needs {
             let entry = lookup(key).unwrap();
@@ -86,6 +109,23 @@ mod tests {
                 entry.min <= version && version <= entry.max,
                 "{key:?} v{version}"
             );
+        }
+    }
+
+    #[test]
+    fn every_advertised_api_has_a_guard_walker() {
+        for entry in table() {
+            if entry.key == ApiKey::ApiVersions {
+                continue; // decoded directly, before the walker (KIP-511)
+            }
+            for version in entry.served_min..=entry.max {
+                let walked = crate::guard::check(entry.key, version, &[]);
+                assert!(
+                    walked != Err(crate::guard::GuardError::NoWalker),
+                    "{:?} v{version} has no walker",
+                    entry.key
+                );
+            }
         }
     }
 
@@ -98,6 +138,8 @@ mod tests {
             (ApiKey::CreateTopics, 2),
             (ApiKey::DeleteTopics, 1),
             (ApiKey::DescribeConfigs, 1),
+            (ApiKey::OffsetCommit, 2),
+            (ApiKey::OffsetFetch, 1),
         ] {
             assert!(lookup(key).unwrap().max >= java_min);
         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use shardline::config::ServeConfig;
+use shardline::group_cmd;
 use shardline::server::RunningServer;
 use tracing::info;
 
@@ -23,6 +24,50 @@ struct Cli {
 enum Command {
     /// Run the server. With no flags: data in ./data, Kafka on 127.0.0.1:9092, HTTP on 127.0.0.1:4567.
     Serve(ServeArgs),
+    /// Inspect consumer groups over the Kafka protocol (like kafka-consumer-groups.sh).
+    Group(GroupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GroupArgs {
+    #[command(subcommand)]
+    command: GroupCommand,
+    /// host:port of the server's Kafka listener.
+    #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Every group, with its state, protocol and member count.
+    List,
+    /// One group: members with their assignments, and per partition the committed
+    /// offset, log end offset and lag.
+    Describe {
+        /// The group id.
+        group: String,
+    },
+}
+
+async fn group(args: GroupArgs) -> anyhow::Result<()> {
+    let format = if args.json {
+        group_cmd::Format::Json
+    } else {
+        group_cmd::Format::Table
+    };
+    match args.command {
+        GroupCommand::List => {
+            let rows = group_cmd::list_groups(&args.bootstrap).await?;
+            group_cmd::print_list(&rows, format)
+        }
+        GroupCommand::Describe { group } => {
+            let detail = group_cmd::describe_group(&args.bootstrap, &group).await?;
+            group_cmd::print_detail(&detail, format)
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +169,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Group(args) => group(args).await,
         }
     });
     match result {

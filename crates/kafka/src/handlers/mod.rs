@@ -14,11 +14,14 @@
 mod admin;
 mod api_versions;
 mod fetch;
+mod group_offsets;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
 mod unsupported;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,8 +31,17 @@ use kafka_protocol::protocol::decode_request_header_from_buffer;
 use crate::connection::{Pending, Reply, ready};
 use crate::{Context, guard, versions};
 
-/// Decodes one request frame and starts serving it.
-pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes) -> Pending {
+/// Who sent a request, for the group APIs (DescribeGroups shows it per member).
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    /// The request header's client id (empty if null).
+    pub(crate) client_id: String,
+    /// The peer address as Kafka shows it: `/ip`.
+    pub(crate) host: String,
+}
+
+/// Decodes one request frame from `peer` and starts serving it.
+pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes, peer: SocketAddr) -> Pending {
     // The frame layer guarantees at least the 10 bytes of a request header prefix.
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -50,11 +62,14 @@ pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes) -> Pending {
         )));
     }
     let mut body = frame;
-    if let Err(error) = decode_request_header_from_buffer(&mut body) {
-        return ready(Reply::Close(format!(
-            "malformed {key:?} v{version} request header: {error}"
-        )));
-    }
+    let header = match decode_request_header_from_buffer(&mut body) {
+        Ok(header) => header,
+        Err(error) => {
+            return ready(Reply::Close(format!(
+                "malformed {key:?} v{version} request header: {error}"
+            )));
+        }
+    };
     // Before kafka_protocol sizes any Vec from a count on the wire, make sure every count
     // fits in the bytes actually sent.
     if let Err(error) = guard::check(key, version, &body) {
@@ -99,6 +114,46 @@ pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes) -> Pending {
         }
         RequestKind::InitProducerId(request) => {
             admin::init_producer_id(context, request, version, correlation_id)
+        }
+        RequestKind::FindCoordinator(request) => {
+            groups::find_coordinator(context, request, version, correlation_id)
+        }
+        RequestKind::JoinGroup(request) => {
+            let client = Client {
+                client_id: header
+                    .client_id
+                    .map(|client_id| client_id.to_string())
+                    .unwrap_or_default(),
+                host: format!("/{}", peer.ip()),
+            };
+            groups::join_group(context, request, version, correlation_id, client)
+        }
+        RequestKind::SyncGroup(request) => {
+            groups::sync_group(context, request, version, correlation_id)
+        }
+        RequestKind::Heartbeat(request) => {
+            groups::heartbeat(context, request, version, correlation_id)
+        }
+        RequestKind::LeaveGroup(request) => {
+            groups::leave_group(context, request, version, correlation_id)
+        }
+        RequestKind::ListGroups(request) => {
+            groups::list_groups(context, request, version, correlation_id)
+        }
+        RequestKind::DescribeGroups(request) => {
+            groups::describe_groups(context, request, version, correlation_id)
+        }
+        RequestKind::DeleteGroups(request) => {
+            groups::delete_groups(context, request, version, correlation_id)
+        }
+        RequestKind::OffsetCommit(request) => {
+            group_offsets::offset_commit(context, request, version, correlation_id)
+        }
+        RequestKind::OffsetFetch(request) => {
+            group_offsets::offset_fetch(context, request, version, correlation_id)
+        }
+        RequestKind::OffsetDelete(request) => {
+            group_offsets::offset_delete(context, request, version, correlation_id)
         }
         _ => ready(unsupported::reply(key, version, correlation_id)),
     }

@@ -5,9 +5,8 @@
 //! Otherwise the connection is closed with a log line.
 
 use kafka_protocol::messages::{
-    AddOffsetsToTxnResponse, ApiKey, EndTxnResponse, FindCoordinatorResponse, HeartbeatResponse,
-    JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse, SaslAuthenticateResponse,
-    SaslHandshakeResponse, SyncGroupResponse,
+    AddOffsetsToTxnResponse, ApiKey, EndTxnResponse, SaslAuthenticateResponse,
+    SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::Message;
 
@@ -32,14 +31,6 @@ macro_rules! error_reply {
 /// The answer for `key`, which this server does not serve.
 pub(crate) fn reply(key: ApiKey, version: i16, correlation_id: i32) -> Reply {
     let reply = match key {
-        ApiKey::FindCoordinator => {
-            error_reply!(FindCoordinatorResponse, key, version, correlation_id)
-        }
-        ApiKey::JoinGroup => error_reply!(JoinGroupResponse, key, version, correlation_id),
-        ApiKey::SyncGroup => error_reply!(SyncGroupResponse, key, version, correlation_id),
-        ApiKey::Heartbeat => error_reply!(HeartbeatResponse, key, version, correlation_id),
-        ApiKey::LeaveGroup => error_reply!(LeaveGroupResponse, key, version, correlation_id),
-        ApiKey::ListGroups => error_reply!(ListGroupsResponse, key, version, correlation_id),
         ApiKey::SaslHandshake => error_reply!(SaslHandshakeResponse, key, version, correlation_id),
         ApiKey::SaslAuthenticate => {
             error_reply!(SaslAuthenticateResponse, key, version, correlation_id)
