@@ -70,9 +70,10 @@ pub(crate) struct SegmentSummary {
     pub(crate) max_timestamp: Option<i64>,
 }
 
-/// Why an index file was not usable (it is then rebuilt from the log).
+/// Why an index file was not usable (the log then rebuilds it; a remote reader reports
+/// the remote copy as corrupt).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum IndexFileError {
+pub enum IndexFileError {
     #[error("index file is {0} bytes, shorter than its header")]
     Short(usize),
     #[error("index file has the wrong magic bytes")]
@@ -287,6 +288,83 @@ pub(crate) fn encode_time_index(summary: &SegmentSummary, entries: &[TimeEntry])
     encode(summary, entries)
 }
 
+/// A validated `.index` file as seen by readers outside this crate (the tier reads the
+/// remote copies of sealed segments): the header's summary of the segment and the
+/// offset lookups the log itself uses. Decoding stays here, with the format's one owner.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OffsetIndexFile {
+    /// The segment's first offset.
+    pub base_offset: u64,
+    /// One past the segment's last offset.
+    pub next_offset: u64,
+    /// Length of the `.log` file the entries describe.
+    pub log_size_bytes: u64,
+    /// Largest batch `max_timestamp` in the segment; `None` if it is empty.
+    pub max_timestamp: Option<i64>,
+    entries: Vec<OffsetEntry>,
+}
+
+impl fmt::Debug for OffsetIndexFile {
+    // Entry lists can be long; show their size only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OffsetIndexFile")
+            .field("base_offset", &self.base_offset)
+            .field("next_offset", &self.next_offset)
+            .field("log_size_bytes", &self.log_size_bytes)
+            .field("max_timestamp", &self.max_timestamp)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl OffsetIndexFile {
+    /// Decodes and validates the bytes of an `.index` file.
+    pub fn decode(bytes: &[u8]) -> Result<OffsetIndexFile, IndexFileError> {
+        let (summary, entries) = decode_offset_index(bytes)?;
+        Ok(OffsetIndexFile {
+            base_offset: summary.base_offset,
+            next_offset: summary.next_offset,
+            log_size_bytes: summary.log_size_bytes,
+            max_timestamp: summary.max_timestamp,
+            entries,
+        })
+    }
+
+    /// Number of entries (indexed batches).
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Where to start walking to find the batch holding `relative_offset`: the last
+    /// indexed batch starting at or before it, as (relative offset, position).
+    pub fn floor_of_offset(&self, relative_offset: u64) -> (u64, u64) {
+        floor_of_offset(&self.entries, relative_offset)
+    }
+
+    /// A position from which on every batch has a relative offset of at least
+    /// `relative_offset`, if the index knows one.
+    pub fn position_bound(&self, relative_offset: u64) -> Option<u64> {
+        position_bound(&self.entries, relative_offset)
+    }
+}
+
+fn floor_of_offset(entries: &[OffsetEntry], relative_offset: u64) -> (u64, u64) {
+    let after =
+        entries.partition_point(|entry| u64::from(entry.relative_offset) <= relative_offset);
+    match after.checked_sub(1) {
+        Some(at) => (
+            u64::from(entries[at].relative_offset),
+            u64::from(entries[at].position),
+        ),
+        None => (0, 0),
+    }
+}
+
+fn position_bound(entries: &[OffsetEntry], relative_offset: u64) -> Option<u64> {
+    let at = entries.partition_point(|entry| u64::from(entry.relative_offset) < relative_offset);
+    entries.get(at).map(|entry| u64::from(entry.position))
+}
+
 /// Decodes and validates a `.timeindex` file.
 pub(crate) fn decode_time_index(
     bytes: &[u8],
@@ -391,26 +469,14 @@ impl SegmentIndex {
     /// Where to start walking to find the batch holding `relative_offset`: the last
     /// indexed batch starting at or before it, as (relative offset, position).
     pub(crate) fn floor_of_offset(&self, relative_offset: u64) -> (u64, u64) {
-        let after = self
-            .offsets
-            .partition_point(|entry| u64::from(entry.relative_offset) <= relative_offset);
-        match after.checked_sub(1) {
-            Some(at) => (
-                u64::from(self.offsets[at].relative_offset),
-                u64::from(self.offsets[at].position),
-            ),
-            None => (0, 0),
-        }
+        floor_of_offset(&self.offsets, relative_offset)
     }
 
     /// A position from which on every batch has a relative offset of at least
     /// `relative_offset`, if the index knows one: a read that stops before that offset
     /// need not look past it.
     pub(crate) fn position_bound(&self, relative_offset: u64) -> Option<u64> {
-        let at = self
-            .offsets
-            .partition_point(|entry| u64::from(entry.relative_offset) < relative_offset);
-        self.offsets.get(at).map(|entry| u64::from(entry.position))
+        position_bound(&self.offsets, relative_offset)
     }
 
     /// Where to start walking to find the first batch whose `max_timestamp >= timestamp_ms`,
@@ -481,6 +547,26 @@ mod tests {
         assert_eq!(bytes.len(), FILE_HEADER_LEN + 2 * 12);
         assert_eq!(&bytes[0..4], b"SLTI");
         assert_eq!(decode_time_index(&bytes), Ok((summary(), times())));
+    }
+
+    #[test]
+    fn the_public_decoder_agrees_with_the_lookups() {
+        let file = OffsetIndexFile::decode(&encode_offset_index(&summary(), &offsets())).unwrap();
+        assert_eq!(
+            (file.base_offset, file.next_offset, file.log_size_bytes),
+            (1000, 1100, 50_000)
+        );
+        assert_eq!(file.max_timestamp, Some(1_700_000_000_500));
+        assert_eq!(file.entry_count(), 2);
+        assert_eq!(file.floor_of_offset(9), (0, 0));
+        assert_eq!(file.floor_of_offset(10), (10, 4100));
+        assert_eq!(file.floor_of_offset(99), (55, 20_000));
+        assert_eq!(file.position_bound(11), Some(20_000));
+        assert_eq!(file.position_bound(56), None);
+        assert_eq!(
+            OffsetIndexFile::decode(b"not an index"),
+            Err(IndexFileError::Short(12))
+        );
     }
 
     #[test]

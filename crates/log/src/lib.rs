@@ -22,7 +22,8 @@
 //!   segments, [`SyncHandle`] for group commit, retention by whole segments.
 //! - `segment`: one segment's `.log` file, positioned reads and writes, the recovery scan.
 //! - `index`: the two index formats (the one place they are encoded and decoded) and
-//!   in-memory lookups.
+//!   in-memory lookups; [`OffsetIndexFile`] decodes an `.index` file for readers outside
+//!   the crate (the tier's remote copies).
 //! - `layout`: file names, atomic replace, directory fsync, the marker and the lock.
 //! - [`LogConfig`] (`config`) and [`Error`] (`error`).
 //!
@@ -40,4 +41,5 @@ mod shard_log;
 
 pub use config::LogConfig;
 pub use error::{CorruptReason, Error, InvalidBatch};
+pub use index::{IndexFileError, OffsetIndexFile};
 pub use shard_log::{AppendInfo, SegmentInfo, ShardLog, SyncHandle};

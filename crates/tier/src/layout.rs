@@ -1,0 +1,192 @@
+//! Object keys in the bucket: the one owner of the naming scheme (see the crate docs for
+//! the picture).
+//!
+//! Keys handed around inside the crate and recorded in manifests are relative to the
+//! configured prefix (`streams/s1/00000000000000000000.log`), so a bucket's contents
+//! can be moved under another prefix and still be read. [`Layout::path`] turns them into
+//! full store paths.
+
+use object_store::path::Path;
+
+use crate::Error;
+
+/// Base offsets are printed with this many digits so names sort like numbers (as on
+/// local disk).
+const OFFSET_DIGITS: usize = 20;
+const STREAMS: &str = "streams";
+const DOCUMENTS: &str = "documents";
+const UPLOADS: &str = "uploads";
+const PROBES: &str = "probes";
+const MANIFEST_FILE: &str = "manifest.json";
+
+/// The three objects of a remote segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SegmentObject {
+    Log,
+    OffsetIndex,
+    TimeIndex,
+}
+
+impl SegmentObject {
+    fn extension(self) -> &'static str {
+        match self {
+            SegmentObject::Log => "log",
+            SegmentObject::OffsetIndex => "index",
+            SegmentObject::TimeIndex => "timeindex",
+        }
+    }
+}
+
+/// Maps names to keys under the configured prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    prefix: Path,
+}
+
+impl Layout {
+    pub(crate) fn new(prefix: Path) -> Layout {
+        Layout { prefix }
+    }
+
+    /// The full store path of a relative key.
+    pub(crate) fn path(&self, key: &str) -> Path {
+        // Keys are built by this module from validated names, so parsing cannot fail;
+        // `from_iter` re-joins the parts without re-encoding them.
+        Path::from_iter(self.prefix.parts().chain(Path::from(key).parts()))
+    }
+
+    /// The relative key of a full store path, if it lies under the prefix.
+    pub(crate) fn key_of(&self, path: &Path) -> Option<String> {
+        let rest = path.prefix_match(&self.prefix)?;
+        Some(Path::from_iter(rest).to_string())
+    }
+
+    pub(crate) fn shard_dir(shard_key: &str) -> String {
+        format!("{STREAMS}/{shard_key}")
+    }
+
+    pub(crate) fn segment_key(shard_key: &str, base_offset: u64, object: SegmentObject) -> String {
+        format!(
+            "{STREAMS}/{shard_key}/{base_offset:0OFFSET_DIGITS$}.{}",
+            object.extension()
+        )
+    }
+
+    /// The base offset of a segment object's key, if it is one (of any of the three kinds).
+    pub(crate) fn segment_base_offset(key: &str) -> Option<u64> {
+        let name = key.rsplit('/').next()?;
+        let (digits, extension) = name.split_once('.')?;
+        let known = [
+            SegmentObject::Log,
+            SegmentObject::OffsetIndex,
+            SegmentObject::TimeIndex,
+        ]
+        .iter()
+        .any(|object| object.extension() == extension);
+        if !known || digits.len() != OFFSET_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    pub(crate) fn manifest_key(shard_key: &str) -> String {
+        format!("{STREAMS}/{shard_key}/{MANIFEST_FILE}")
+    }
+
+    pub(crate) fn is_manifest_key(key: &str) -> bool {
+        key.rsplit('/').next() == Some(MANIFEST_FILE)
+    }
+
+    pub(crate) fn document_key(name: &str) -> String {
+        format!("{DOCUMENTS}/{name}")
+    }
+
+    pub(crate) fn documents_dir() -> &'static str {
+        DOCUMENTS
+    }
+
+    /// Where the journal entry of an in-flight multipart upload lives.
+    pub(crate) fn upload_marker_key(nonce: &str) -> String {
+        format!("{UPLOADS}/{nonce}.json")
+    }
+
+    pub(crate) fn uploads_dir() -> &'static str {
+        UPLOADS
+    }
+
+    pub(crate) fn probes_dir() -> &'static str {
+        PROBES
+    }
+
+    pub(crate) fn probe_key(nonce: &str) -> String {
+        format!("{PROBES}/{nonce}")
+    }
+}
+
+/// Checks that `name` (a shard key, document name or prefix) is usable as one or more
+/// key segments: non-empty, `/`-separated, no empty, `.` or `..` segment, and nothing
+/// an object store would have to escape.
+pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
+    let invalid = |reason| Error::InvalidName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    for segment in name.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(invalid("it has an empty, '.' or '..' segment"));
+        }
+        // Letters, digits and a few punctuation marks are stored verbatim by every
+        // backend; anything else would be percent-encoded differently by each.
+        let plain = segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'=' | b'+'));
+        if !plain {
+            return Err(invalid(
+                "segments may hold only ASCII letters, digits and - _ . = +",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_layout() {
+        assert_eq!(
+            Layout::segment_key("orders/shard-0001", 4711, SegmentObject::Log),
+            "streams/orders/shard-0001/00000000000000004711.log"
+        );
+        assert_eq!(
+            Layout::manifest_key("s"),
+            "streams/s/manifest.json".to_string()
+        );
+        assert_eq!(
+            Layout::segment_base_offset("streams/s/00000000000000004711.timeindex"),
+            Some(4711)
+        );
+        assert_eq!(Layout::segment_base_offset("streams/s/manifest.json"), None);
+        let layout = Layout::new(Path::from("a/b"));
+        let path = layout.path("streams/s/manifest.json");
+        assert_eq!(path.as_ref(), "a/b/streams/s/manifest.json");
+        assert_eq!(
+            layout.key_of(&path).as_deref(),
+            Some("streams/s/manifest.json")
+        );
+        let bare = Layout::new(Path::default());
+        assert_eq!(bare.path("documents/x").as_ref(), "documents/x");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        validate_name("orders/shard-0001").unwrap();
+        for bad in ["", "/a", "a//b", "a/../b", "a b", "ä", "a/"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
