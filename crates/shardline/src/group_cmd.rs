@@ -36,14 +36,7 @@ const LIST_OFFSETS_VERSION: i16 = 5;
 /// ListOffsets timestamp meaning "the log end".
 const LATEST: i64 = -1;
 
-/// What to print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Aligned columns for people.
-    Table,
-    /// One JSON document for scripts.
-    Json,
-}
+pub use crate::output::Format;
 
 /// One group in `group list`.
 #[derive(Debug, Clone, Serialize)]
@@ -560,22 +553,5 @@ fn summarize(assignment: &[Assigned]) -> String {
 }
 
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+    print!("{}", crate::output::table(headers, rows));
 }

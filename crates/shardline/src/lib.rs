@@ -8,4 +8,6 @@
 pub mod config;
 pub mod group_cmd;
 pub mod http;
+pub mod output;
 pub mod server;
+pub mod stream_cmd;

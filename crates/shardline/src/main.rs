@@ -26,6 +26,110 @@ enum Command {
     Serve(ServeArgs),
     /// Inspect consumer groups over the Kafka protocol (like kafka-consumer-groups.sh).
     Group(GroupArgs),
+    /// Manage streams (topics) and their shards through the server's Kinesis API.
+    Stream(StreamArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StreamArgs {
+    #[command(subcommand)]
+    command: StreamCommand,
+    /// The server's HTTP listener (Kinesis API).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:4567")]
+    endpoint: String,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum StreamCommand {
+    /// Create a stream.
+    Create {
+        /// Stream (topic) name.
+        name: String,
+        /// Number of shards (partitions); on-demand streams default to 4.
+        #[arg(long)]
+        shards: Option<u32>,
+        /// Let the server split hot shards and merge cold ones (Kinesis ON_DEMAND).
+        #[arg(long)]
+        on_demand: bool,
+    },
+    /// Every stream with its status, mode, open shards and retention.
+    List,
+    /// Shards, lineage and a bar of the hash-key space.
+    Describe {
+        /// Stream name.
+        name: String,
+    },
+    /// Split an open shard (at the middle of its hash range unless --at is given).
+    Split {
+        /// Stream name.
+        name: String,
+        /// Shard id or index, e.g. shardId-000000000000 or 0.
+        shard: String,
+        /// The new starting hash key (decimal).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Merge two adjacent open shards.
+    Merge {
+        /// Stream name.
+        name: String,
+        /// First shard id or index.
+        shard: String,
+        /// The adjacent shard id or index.
+        adjacent: String,
+    },
+    /// Scale to COUNT open shards of equal ranges (UpdateShardCount, uniform scaling).
+    Scale {
+        /// Stream name.
+        name: String,
+        /// Target number of open shards.
+        count: u32,
+    },
+    /// Set the retention period in hours (24 to 8760).
+    Retention {
+        /// Stream name.
+        name: String,
+        /// Hours.
+        hours: u32,
+    },
+    /// Delete a stream and all its data.
+    Delete {
+        /// Stream name.
+        name: String,
+    },
+}
+
+async fn stream(args: StreamArgs) -> anyhow::Result<()> {
+    use shardline::stream_cmd;
+    let format = shardline::output::Format::from_flag(args.json);
+    let endpoint = args.endpoint.as_str();
+    match args.command {
+        StreamCommand::Create {
+            name,
+            shards,
+            on_demand,
+        } => stream_cmd::create(endpoint, &name, shards, on_demand, format).await,
+        StreamCommand::List => stream_cmd::list(endpoint, format).await,
+        StreamCommand::Describe { name } => stream_cmd::describe(endpoint, &name, format).await,
+        StreamCommand::Split { name, shard, at } => {
+            stream_cmd::split(endpoint, &name, &shard, at, format).await
+        }
+        StreamCommand::Merge {
+            name,
+            shard,
+            adjacent,
+        } => stream_cmd::merge(endpoint, &name, &shard, &adjacent, format).await,
+        StreamCommand::Scale { name, count } => {
+            stream_cmd::scale(endpoint, &name, count, format).await
+        }
+        StreamCommand::Retention { name, hours } => {
+            stream_cmd::retention(endpoint, &name, hours, format).await
+        }
+        StreamCommand::Delete { name } => stream_cmd::delete(endpoint, &name, format).await,
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,11 +157,7 @@ enum GroupCommand {
 }
 
 async fn group(args: GroupArgs) -> anyhow::Result<()> {
-    let format = if args.json {
-        group_cmd::Format::Json
-    } else {
-        group_cmd::Format::Table
-    };
+    let format = shardline::output::Format::from_flag(args.json);
     match args.command {
         GroupCommand::List => {
             let rows = group_cmd::list_groups(&args.bootstrap).await?;
@@ -170,6 +270,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Group(args) => group(args).await,
+            Command::Stream(args) => stream(args).await,
         }
     });
     match result {

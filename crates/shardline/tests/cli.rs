@@ -116,3 +116,64 @@ fn a_port_in_use_is_reported_by_name() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("binding the Kafka listener"), "{stderr}");
 }
+
+/// Starts `shardline serve` on ephemeral ports; returns the child and the HTTP address.
+fn serve(dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = shardline()
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let http = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http="))
+        .unwrap()
+        .to_owned();
+    (child, format!("http://{http}"))
+}
+
+fn admin(endpoint: &str, args: &[&str]) -> std::process::Output {
+    shardline()
+        .args(args)
+        .args(["--endpoint", endpoint])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_stream_cli_creates_splits_and_describes_through_the_kinesis_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, endpoint) = serve(dir.path());
+    let created = admin(&endpoint, &["stream", "create", "clicks", "--shards", "2"]);
+    assert!(created.status.success(), "{created:?}");
+    let split = admin(&endpoint, &["stream", "split", "clicks", "0"]);
+    assert!(split.status.success(), "{split:?}");
+    let table = String::from_utf8(split.stdout).unwrap();
+    assert!(table.contains("key space"), "{table}");
+    assert!(table.contains("shardId-000000000003"), "{table}");
+
+    let described = admin(&endpoint, &["stream", "describe", "clicks", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    let shards = json["Shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 4);
+    assert_eq!(shards[2]["ParentShardId"], "shardId-000000000000");
+
+    let refused = admin(&endpoint, &["stream", "merge", "clicks", "0", "1"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("InvalidArgumentException"), "{stderr}");
+
+    let listed = admin(&endpoint, &["stream", "list", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(json["StreamSummaries"][0]["StreamName"], "clicks");
+    let _ = server.kill();
+    let _ = server.wait();
+}
