@@ -192,6 +192,9 @@ fn flexible_from(key: ApiKey) -> Option<i16> {
         ApiKey::ListGroups => 3,
         ApiKey::DescribeGroups => 5,
         ApiKey::DeleteGroups => 2,
+        ApiKey::CreatePartitions => 2,
+        ApiKey::AlterConfigs => 2,
+        ApiKey::IncrementalAlterConfigs => 1,
         _ => return None,
     })
 }
@@ -374,6 +377,35 @@ pub(crate) fn check(key: ApiKey, v: i16, body: &[u8]) -> Walk {
                 })?;
                 r.tags()
             })?;
+        }
+        ApiKey::CreatePartitions => {
+            r.array(1, |r| {
+                r.string()?; // name
+                r.fixed(4)?; // count
+                r.array(1, |r| {
+                    r.i32_array()?; // broker_ids
+                    r.tags()
+                })?; // assignments (nullable)
+                r.tags()
+            })?;
+            r.fixed(4 + 1)?; // timeout_ms, validate_only
+        }
+        ApiKey::AlterConfigs | ApiKey::IncrementalAlterConfigs => {
+            let incremental = key == ApiKey::IncrementalAlterConfigs;
+            r.array(1, |r| {
+                r.fixed(1)?; // resource_type
+                r.string()?; // resource_name
+                r.array(1, |r| {
+                    r.string()?; // name
+                    if incremental {
+                        r.fixed(1)?; // config_operation
+                    }
+                    r.string()?; // value (nullable)
+                    r.tags()
+                })?;
+                r.tags()
+            })?;
+            r.fixed(1)?; // validate_only
         }
         ApiKey::DescribeCluster => {
             r.fixed(1)?; // include_cluster_authorized_operations
@@ -627,6 +659,45 @@ mod tests {
                 );
             }
             R::decode(&mut Bytes::clone(&body), v).unwrap();
+        }
+        for v in 0..=3 {
+            let topic = create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_count(4)
+                .with_assignments(Some(vec![
+                    create_partitions_request::CreatePartitionsAssignment::default()
+                        .with_broker_ids(vec![BrokerId(1), BrokerId(2)]),
+                ]));
+            let request = CreatePartitionsRequest::default()
+                .with_topics(vec![topic, Default::default()])
+                .with_timeout_ms(5)
+                .with_validate_only(true);
+            check_round_trip(ApiKey::CreatePartitions, v, &request);
+        }
+        for v in 0..=2 {
+            let config = alter_configs_request::AlterableConfig::default()
+                .with_name(s("retention.ms"))
+                .with_value(Some(s("86400000")));
+            let resource = alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_configs(vec![config, Default::default()]);
+            let request = AlterConfigsRequest::default().with_resources(vec![resource]);
+            check_round_trip(ApiKey::AlterConfigs, v, &request);
+        }
+        for v in 0..=1 {
+            let config = incremental_alter_configs_request::AlterableConfig::default()
+                .with_name(s("retention.ms"))
+                .with_config_operation(1)
+                .with_value(None);
+            let resource = incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_configs(vec![config]);
+            let request = IncrementalAlterConfigsRequest::default()
+                .with_resources(vec![resource])
+                .with_validate_only(true);
+            check_round_trip(ApiKey::IncrementalAlterConfigs, v, &request);
         }
         for v in 0..=4 {
             let mut request = FindCoordinatorRequest::default();

@@ -7,10 +7,11 @@
 //! to parse.
 
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
     SyncGroupRequest,
 };
@@ -59,6 +60,9 @@ pub(crate) fn table() -> Vec<Supported> {
         clip::<OffsetForLeaderEpochRequest>(ApiKey::OffsetForLeaderEpoch, 2, 4),
         clip::<DescribeConfigsRequest>(ApiKey::DescribeConfigs, 1, 4),
         clip::<DescribeClusterRequest>(ApiKey::DescribeCluster, 0, 2),
+        clip::<CreatePartitionsRequest>(ApiKey::CreatePartitions, 0, 3),
+        clip::<AlterConfigsRequest>(ApiKey::AlterConfigs, 0, 2),
+        clip::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs, 0, 1),
         // Consumer groups, classic protocol (KIP-848's ConsumerGroupHeartbeat is not served).
         clip::<FindCoordinatorRequest>(ApiKey::FindCoordinator, 0, 4),
         clip::<JoinGroupRequest>(ApiKey::JoinGroup, 0, 9),

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -12,11 +14,15 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use kafka_protocol::messages::incremental_alter_configs_response;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    AlterConfigsRequest, AlterConfigsResponse, ApiKey, BrokerId, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
 };
+use kafka_protocol::protocol::StrBytes;
 use shardline_broker::{ConfigEntry, Error, StreamInfo};
 
 use crate::Context;
@@ -380,5 +386,237 @@ pub(crate) fn init_producer_id(
             }
         };
         encode_reply(ApiKey::InitProducerId, version, correlation_id, &response)
+    })
+}
+
+/// CreatePartitions is Kinesis' UpdateShardCount with uniform scaling: the requested
+/// count becomes the number of *open* shards. Kafka's rule that the count only grows is
+/// kept (it must exceed the current partition count), and the resulting partition count
+/// also counts the shards the scaling closed, so it is larger than the count asked for.
+pub(crate) fn create_partitions(
+    context: Arc<Context>,
+    request: CreatePartitionsRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    Box::pin(async move {
+        let mut results = Vec::with_capacity(request.topics.len());
+        for topic in request.topics {
+            let name = topic.name.0.to_string();
+            let outcome = match context.broker.stream(&name) {
+                None => {
+                    let error = Error::UnknownStream(name.clone());
+                    Err((codes::for_error(&error), error.to_string()))
+                }
+                Some(_) if topic.assignments.is_some() => Err((
+                    codes::INVALID_REQUEST,
+                    "manual replica assignments are not supported: shards are placed by hash range"
+                        .to_owned(),
+                )),
+                Some(info) if topic.count <= info.shards.len() as i32 => Err((
+                    codes::INVALID_PARTITIONS,
+                    format!(
+                        "topic {name} has {} partitions, which is not fewer than the requested {}",
+                        info.shards.len(),
+                        topic.count
+                    ),
+                )),
+                Some(_) if request.validate_only => Ok(()),
+                Some(_) => context
+                    .broker
+                    .update_shard_count(&name, topic.count as u32)
+                    .await
+                    .map(drop)
+                    .map_err(|error| (codes::for_error(&error), error.to_string())),
+            };
+            let result = CreatePartitionsTopicResult::default().with_name(topic.name);
+            results.push(match outcome {
+                Ok(()) => result.with_error_code(codes::NONE),
+                Err((code, message)) => result
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(message))),
+            });
+        }
+        let response = CreatePartitionsResponse::default().with_results(results);
+        encode_reply(ApiKey::CreatePartitions, version, correlation_id, &response)
+    })
+}
+
+/// One resource's changes: settings to set, settings back to their defaults, and
+/// whether the old explicit settings not named are dropped (AlterConfigs replaces the
+/// whole set; IncrementalAlterConfigs changes only what it names).
+struct ConfigChange {
+    resource_type: i8,
+    resource_name: StrBytes,
+    set: BTreeMap<String, String>,
+    remove: Vec<String>,
+    replace_all: bool,
+    refused: Option<String>,
+}
+
+async fn apply_config_change(
+    context: &Context,
+    change: ConfigChange,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    if let Some(reason) = change.refused {
+        return Err((codes::INVALID_CONFIG, reason));
+    }
+    match change.resource_type {
+        RESOURCE_TOPIC => {}
+        RESOURCE_BROKER => {
+            return Err((
+                codes::INVALID_REQUEST,
+                "broker settings are static: change the server's config file".to_owned(),
+            ));
+        }
+        other => {
+            return Err((
+                codes::INVALID_REQUEST,
+                format!("resource type {other} is not supported"),
+            ));
+        }
+    }
+    let name = change.resource_name.to_string();
+    let info = context.broker.stream(&name).ok_or_else(|| {
+        let error = Error::UnknownStream(name.clone());
+        (codes::for_error(&error), error.to_string())
+    })?;
+    let mut remove = change.remove;
+    if change.replace_all {
+        remove.extend(
+            info.explicit_configs
+                .keys()
+                .filter(|key| !change.set.contains_key(*key))
+                .cloned(),
+        );
+    }
+    context
+        .broker
+        .alter_stream_configs(&name, change.set, remove, validate_only)
+        .await
+        .map(drop)
+        .map_err(|error| (codes::for_error(&error), error.to_string()))
+}
+
+fn alter_result(
+    resource_type: i8,
+    resource_name: StrBytes,
+    outcome: Result<(), (i16, String)>,
+) -> AlterConfigsResourceResponse {
+    let result = AlterConfigsResourceResponse::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(resource_name);
+    match outcome {
+        Ok(()) => result.with_error_code(codes::NONE),
+        Err((code, message)) => result
+            .with_error_code(code)
+            .with_error_message(Some(str_bytes(message))),
+    }
+}
+
+/// AlterConfigs (the old, replace-everything form).
+pub(crate) fn alter_configs(
+    context: Arc<Context>,
+    request: AlterConfigsRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    Box::pin(async move {
+        let mut responses = Vec::with_capacity(request.resources.len());
+        for resource in request.resources {
+            let mut set = BTreeMap::new();
+            let mut remove = Vec::new();
+            for config in resource.configs {
+                match config.value {
+                    Some(value) => {
+                        set.insert(config.name.to_string(), value.to_string());
+                    }
+                    None => remove.push(config.name.to_string()),
+                }
+            }
+            let change = ConfigChange {
+                resource_type: resource.resource_type,
+                resource_name: resource.resource_name.clone(),
+                set,
+                remove,
+                replace_all: true,
+                refused: None,
+            };
+            let outcome = apply_config_change(&context, change, request.validate_only).await;
+            responses.push(alter_result(
+                resource.resource_type,
+                resource.resource_name,
+                outcome,
+            ));
+        }
+        let response = AlterConfigsResponse::default().with_responses(responses);
+        encode_reply(ApiKey::AlterConfigs, version, correlation_id, &response)
+    })
+}
+
+/// IncrementalAlterConfig operations.
+const OPERATION_SET: i8 = 0;
+const OPERATION_DELETE: i8 = 1;
+
+/// IncrementalAlterConfigs: SET and DELETE; APPEND and SUBTRACT apply to list-valued
+/// configs, and the only one here (cleanup.policy) accepts a single value.
+pub(crate) fn incremental_alter_configs(
+    context: Arc<Context>,
+    request: IncrementalAlterConfigsRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Pending {
+    Box::pin(async move {
+        let mut responses = Vec::with_capacity(request.resources.len());
+        for resource in request.resources {
+            let mut set = BTreeMap::new();
+            let mut remove = Vec::new();
+            let mut refused = None;
+            for config in resource.configs {
+                let name = config.name.to_string();
+                match (config.config_operation, config.value) {
+                    (OPERATION_SET, Some(value)) => {
+                        set.insert(name, value.to_string());
+                    }
+                    (OPERATION_SET, None) => {
+                        refused.get_or_insert(format!("SET of {name} needs a value"));
+                    }
+                    (OPERATION_DELETE, _) => remove.push(name),
+                    (operation, _) => {
+                        refused.get_or_insert(format!(
+                            "operation {operation} (APPEND/SUBTRACT) on {name} is not supported: no list-valued config takes more than one value here"
+                        ));
+                    }
+                }
+            }
+            let change = ConfigChange {
+                resource_type: resource.resource_type,
+                resource_name: resource.resource_name.clone(),
+                set,
+                remove,
+                replace_all: false,
+                refused,
+            };
+            let outcome = apply_config_change(&context, change, request.validate_only).await;
+            // The incremental response has its own (identical) resource type.
+            let result =
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name);
+            responses.push(match outcome {
+                Ok(()) => result.with_error_code(codes::NONE),
+                Err((code, message)) => result
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(message))),
+            });
+        }
+        let response = IncrementalAlterConfigsResponse::default().with_responses(responses);
+        encode_reply(
+            ApiKey::IncrementalAlterConfigs,
+            version,
+            correlation_id,
+            &response,
+        )
     })
 }

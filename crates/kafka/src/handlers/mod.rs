@@ -109,6 +109,15 @@ pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes, peer: SocketA
         RequestKind::DescribeConfigs(request) => {
             admin::describe_configs(context, request, version, correlation_id)
         }
+        RequestKind::CreatePartitions(request) => {
+            admin::create_partitions(context, request, version, correlation_id)
+        }
+        RequestKind::AlterConfigs(request) => {
+            admin::alter_configs(context, request, version, correlation_id)
+        }
+        RequestKind::IncrementalAlterConfigs(request) => {
+            admin::incremental_alter_configs(context, request, version, correlation_id)
+        }
         RequestKind::DescribeCluster(request) => {
             admin::describe_cluster(context, request, version, correlation_id)
         }
