@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Kinesis control-plane checks with boto3 against Shardline's HTTP API.
+"""Kinesis control- and data-plane checks with boto3 against Shardline's HTTP API.
 
 Usage: kinesis_boto3_check.py --endpoint http://127.0.0.1:PORT --stream-prefix PREFIX
 
@@ -7,9 +7,10 @@ Prints one `ok <check>` line per passing check; on the first failure prints
 `FAIL <check>: <detail>` to stderr and exits 1. Every call is bounded by botocore's
 timeouts (connect 5 s, read 30 s, no retries), so the script cannot hang.
 Field values are compared with what AWS documents (hash-key split, shard ids, ARN form,
-56-digit sequence numbers, error names).
+56-digit sequence numbers, MD5 routing of partition keys, error names).
 """
 import argparse
+import hashlib
 import os
 import sys
 
@@ -138,6 +139,9 @@ def main():
     resharding(client, args.stream_prefix)
     retention_and_tags(client, args.stream_prefix)
     modes(client, args.stream_prefix)
+    put_records_and_routing(client, args.stream_prefix)
+    put_limits(client, args.stream_prefix)
+    put_throughput(client, args.stream_prefix)
 
     client.delete_stream(StreamName=f"{args.stream_prefix}-c")
     expect_error("delete_stream", "ResourceNotFoundException", client.describe_stream, StreamName=f"{args.stream_prefix}-c")
@@ -252,6 +256,96 @@ def modes(client, prefix):
     if summary["StreamModeDetails"]["StreamMode"] != "PROVISIONED":
         fail("update_stream_mode", summary)
     ok("stream_modes")
+
+
+def expected_shard(partition_key, shard_count):
+    """The shard AWS routes a key to: MD5 as a big-endian 128-bit integer, even split."""
+    hash_key = int(hashlib.md5(partition_key.encode()).hexdigest(), 16)
+    return f"shardId-{min(hash_key // (TWO_128 // shard_count), shard_count - 1):012d}"
+
+
+def put_records_and_routing(client, prefix):
+    name = f"{prefix}-put"
+    client.create_stream(StreamName=name, ShardCount=2)
+    # MD5("a") = 0cc175b9… (lower half), MD5("0") = cfcd2084… (upper half): spec §2 vectors.
+    for key, shard in (("a", "shardId-000000000000"), ("0", "shardId-000000000001")):
+        answer = client.put_record(StreamName=name, Data=b"hello", PartitionKey=key)
+        if answer["ShardId"] != shard or answer.get("EncryptionType") != "NONE":
+            fail("put_record.md5_routing", (key, answer))
+    ok("put_record.md5_routing")
+    numbers = []
+    for i in range(3):
+        answer = client.put_record(StreamName=name, Data=f"ordered-{i}".encode(), PartitionKey="a",
+                                   **({"SequenceNumberForOrdering": numbers[-1]} if numbers else {}))
+        sequence = answer["SequenceNumber"]
+        if len(sequence) != 56 or not sequence.isdigit():
+            fail("put_record.sequence_number_form", sequence)
+        numbers.append(sequence)
+    if [int(n) for n in numbers] != sorted(int(n) for n in numbers) or len(set(numbers)) != 3:
+        fail("put_record.sequence_numbers_increase", numbers)
+    ok("put_record.sequence_numbers")
+    for hash_key, shard in (("0", "shardId-000000000000"), (str(TWO_128 - 1), "shardId-000000000001")):
+        answer = client.put_record(StreamName=name, Data=b"x", PartitionKey="0", ExplicitHashKey=hash_key)
+        if answer["ShardId"] != shard:
+            fail("put_record.explicit_hash_key", (hash_key, answer))
+    ok("put_record.explicit_hash_key")
+
+    keys = [f"key-{i}" for i in range(10)]
+    answer = client.put_records(StreamName=name, Records=[{"Data": key.encode(), "PartitionKey": key} for key in keys])
+    results = answer["Records"]
+    if answer["FailedRecordCount"] != 0 or len(results) != 10:
+        fail("put_records.count", answer)
+    for key, result in zip(keys, results):
+        if result.get("ShardId") != expected_shard(key, 2) or len(result.get("SequenceNumber", "")) != 56:
+            fail("put_records.order_and_routing", (key, result))
+    ok("put_records.ten_in_order")
+
+
+def put_limits(client, prefix):
+    name = f"{prefix}-put-limits"
+    client.create_stream(StreamName=name, ShardCount=1)
+    mib = 1024 * 1024
+    expect_error("put_record.over_1_mib", "ValidationException", client.put_record,
+                 StreamName=name, Data=b"x" * (mib + 1), PartitionKey="k")
+    expect_error("put_record.key_counts_toward_1_mib", "ValidationException", client.put_record,
+                 StreamName=name, Data=b"x" * (mib - 1), PartitionKey="ab")
+    expect_error("put_records.over_1_mib", "ValidationException", client.put_records,
+                 StreamName=name, Records=[{"Data": b"x", "PartitionKey": "k"},
+                                           {"Data": b"x" * (mib + 1), "PartitionKey": "k"}])
+    expect_error("put_records.over_5_mib", "InvalidArgumentException", client.put_records,
+                 StreamName=name, Records=[{"Data": b"x" * (mib - 100), "PartitionKey": "k"}] * 6)
+    expect_error("put_records.over_500", "ValidationException", client.put_records,
+                 StreamName=name, Records=[{"Data": b"x", "PartitionKey": "k"}] * 501)
+    expect_error("put_record.explicit_hash_key_2_128", "InvalidArgumentException", client.put_record,
+                 StreamName=name, Data=b"x", PartitionKey="k", ExplicitHashKey=str(TWO_128))
+    expect_error("put_record.explicit_hash_key_not_decimal", "ValidationException", client.put_record,
+                 StreamName=name, Data=b"x", PartitionKey="k", ExplicitHashKey="12a")
+    expect_error("put_record.partition_key_over_256", "ValidationException", client.put_record,
+                 StreamName=name, Data=b"x", PartitionKey="k" * 257)
+    expect_error("put_record.unknown_stream", "ResourceNotFoundException", client.put_record,
+                 StreamName=f"{prefix}-nope", Data=b"x", PartitionKey="k")
+
+
+def put_throughput(client, prefix):
+    name = f"{prefix}-put-throttled"
+    # PROVISIONED sets capacity.mode explicitly, overriding the test server's unlimited default.
+    client.create_stream(StreamName=name, ShardCount=1, StreamModeDetails={"StreamMode": "PROVISIONED"})
+    records = [{"Data": b"d" * 3000, "PartitionKey": f"k{i}"} for i in range(500)]
+    answers = [client.put_records(StreamName=name, Records=records) for _ in range(2)]
+    for answer in answers:
+        if len(answer["Records"]) != 500:
+            fail("put_records.throttled_count", len(answer["Records"]))
+        codes = [result.get("ErrorCode") for result in answer["Records"]]
+        if answer["FailedRecordCount"] != sum(code is not None for code in codes):
+            fail("put_records.failed_record_count", answer["FailedRecordCount"])
+    throttled = [result for answer in answers for result in answer["Records"]
+                 if result.get("ErrorCode") == "ProvisionedThroughputExceededException"]
+    if answers[1]["FailedRecordCount"] == 0 or not throttled:
+        fail("put_records.throttled", [answer["FailedRecordCount"] for answer in answers])
+    message = throttled[0]["ErrorMessage"]
+    if "shardId-000000000000" not in message or name not in message:
+        fail("put_records.throttled_message", message)
+    ok("put_records.throttled_over_1_mib_per_second")
 
 
 if __name__ == "__main__":

@@ -3,15 +3,22 @@
 //! broker, so that the AWS CLI, boto3 and the AWS SDKs manage the same streams Kafka
 //! clients use.
 //!
+//! Modules: `ops` (control plane: streams, shards, retention, tags), `put` (PutRecord,
+//! PutRecords), `model` (JSON shapes), `validate` (AWS-worded schema checks), `base64`
+//! (blob decoding), `error` (exception names).
+//!
 //! This crate knows nothing of HTTP libraries: the binary's HTTP listener hands it the
 //! target header and the body and writes back the [`Answer`]. Signatures (SigV4) are
 //! accepted without being checked — this is a self-hosted server, not IAM.
 //!
 //! Depends on broker and core.
 
+mod base64;
 mod error;
 mod model;
 mod ops;
+mod put;
+mod validate;
 
 use serde::Serialize;
 use shardline_broker::Broker;

@@ -158,3 +158,69 @@ pub(crate) struct ListTagsInput {
     pub(crate) exclusive_start_tag_key: Option<String>,
     pub(crate) limit: Option<i64>,
 }
+
+// The data-plane inputs name StreamName and StreamARN themselves instead of flattening
+// `StreamRef`: serde's flatten buffers the whole body in an intermediate tree first, and
+// these bodies carry megabytes of base64. Members AWS requires are `Option` so that a
+// missing one is reported as AWS does ("Value null at …"), not as unreadable JSON.
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PutRecordInput {
+    pub(crate) stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    pub(crate) stream_arn: Option<String>,
+    pub(crate) data: Option<String>,
+    pub(crate) partition_key: Option<String>,
+    pub(crate) explicit_hash_key: Option<String>,
+    pub(crate) sequence_number_for_ordering: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PutRecordsEntry {
+    pub(crate) data: Option<String>,
+    pub(crate) partition_key: Option<String>,
+    pub(crate) explicit_hash_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PutRecordsInput {
+    pub(crate) stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    pub(crate) stream_arn: Option<String>,
+    pub(crate) records: Option<Vec<PutRecordsEntry>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PutRecordOutput {
+    pub(crate) shard_id: String,
+    pub(crate) sequence_number: String,
+    pub(crate) encryption_type: &'static str,
+}
+
+/// One entry of a PutRecords answer: where the record went, or why it did not.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum PutRecordsResultEntry {
+    #[serde(rename_all = "PascalCase")]
+    Stored {
+        sequence_number: String,
+        shard_id: String,
+    },
+    #[serde(rename_all = "PascalCase")]
+    Failed {
+        error_code: &'static str,
+        error_message: String,
+    },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PutRecordsOutput {
+    pub(crate) failed_record_count: usize,
+    pub(crate) records: Vec<PutRecordsResultEntry>,
+    pub(crate) encryption_type: &'static str,
+}

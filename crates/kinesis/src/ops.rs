@@ -15,6 +15,7 @@ use crate::model::{
     SequenceNumberRangeJson, ShardJson, SplitShardInput, StreamRef, UpdateShardCountInput,
     UpdateStreamModeInput,
 };
+use crate::validate::{HASH_KEY_PATTERN, Violations, is_decimal};
 use crate::{Answer, ApiError, Kinesis};
 
 /// Most shards one DescribeStream or ListShards page returns (AWS: 100 and 1000).
@@ -57,6 +58,8 @@ pub(crate) async fn dispatch(
         "AddTagsToStream" => add_tags(front, parse(body)?).await,
         "RemoveTagsFromStream" => remove_tags(front, parse(body)?).await,
         "ListTagsForStream" => list_tags(front, parse(body)?),
+        "PutRecord" => crate::put::put_record(front, parse(body)?).await,
+        "PutRecords" => crate::put::put_records(front, parse(body)?).await,
         other => Err(ApiError::unknown_operation(format!(
             "operation {other} is not supported by this server"
         ))),
@@ -90,7 +93,7 @@ fn stream_name(front: &Kinesis, reference: &StreamRef) -> Result<String, ApiErro
     })
 }
 
-fn stream(front: &Kinesis, reference: &StreamRef) -> Result<StreamInfo, ApiError> {
+pub(crate) fn stream(front: &Kinesis, reference: &StreamRef) -> Result<StreamInfo, ApiError> {
     let name = stream_name(front, reference)?;
     front.broker().stream(&name).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -163,7 +166,7 @@ fn live_shards<'a>(front: &Kinesis, stream: &'a StreamInfo) -> Vec<&'a ShardInfo
         .collect()
 }
 
-fn broker_error(front: &Kinesis) -> impl Fn(shardline_broker::Error) -> ApiError + '_ {
+pub(crate) fn broker_error(front: &Kinesis) -> impl Fn(shardline_broker::Error) -> ApiError + '_ {
     move |error| ApiError::from_broker(&error, &front.config().account_id)
 }
 
@@ -517,14 +520,10 @@ fn list_shards(front: &Kinesis, input: ListShardsInput) -> Result<Answer, ApiErr
 }
 
 fn parse_hash_key(text: &str) -> Result<u128, ApiError> {
-    let valid = text == "0"
-        || (!text.starts_with('0')
-            && (1..=39).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_digit()));
-    if !valid {
-        return Err(ApiError::validation(format!(
-            "1 validation error detected: Value '{text}' at 'newStartingHashKey' failed to satisfy constraint: Member must satisfy regular expression pattern: 0|([1-9]\\d{{0,38}})"
-        )));
+    if !is_decimal(text, 39) {
+        let mut violations = Violations::default();
+        violations.pattern(text, "newStartingHashKey", HASH_KEY_PATTERN);
+        violations.finish()?;
     }
     text.parse::<u128>().map_err(|error| {
         ApiError::invalid_argument(format!("hash key {text} is larger than 2^128 - 1: {error}"))
