@@ -51,6 +51,12 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// How on-demand streams are scaled.
     pub on_demand: OnDemandConfig,
+    /// Tiered storage: sealed segments go to this object store, and reads below the
+    /// local start offset come from it. `None`: local disk only.
+    pub tier: Option<shardline_tier::TierConfig>,
+    /// How often sealed segments are looked for to upload (and uploaded local copies
+    /// past local retention deleted).
+    pub tier_upload_interval_ms: u64,
 }
 
 /// Automatic scaling of `capacity.mode = on_demand` streams: every window, a shard whose
@@ -99,6 +105,8 @@ impl BrokerConfig {
             scalings_per_day_max: 10,
             retention_check_interval_ms: 60_000,
             on_demand: OnDemandConfig::default(),
+            tier: None,
+            tier_upload_interval_ms: 1000,
         }
     }
 }
@@ -158,6 +166,12 @@ pub struct StreamConfig {
     pub shard_write_records_per_second: u64,
     /// `shard.read.bytes.per.second`: Kinesis' 2 MiB/s per shard.
     pub shard_read_bytes_per_second: u64,
+    /// `local.retention.ms`: with tiering, how long an uploaded segment's local copy is
+    /// kept (by its newest record's age); -2 means as long as `retention.ms`.
+    pub local_retention_ms: i64,
+    /// `local.retention.bytes`: with tiering, most bytes of uploaded segments kept locally
+    /// per shard; -2 means no byte bound.
+    pub local_retention_bytes: i64,
 }
 
 /// Shortest retention Kinesis allows: 24 hours.
@@ -182,6 +196,8 @@ impl Default for StreamConfig {
             shard_write_bytes_per_second: 1024 * 1024,
             shard_write_records_per_second: 1000,
             shard_read_bytes_per_second: 2 * 1024 * 1024,
+            local_retention_ms: 24 * 3600 * 1000,
+            local_retention_bytes: -2,
         }
     }
 }
@@ -196,8 +212,6 @@ const INERT_TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("message.timestamp.type", "CreateTime"),
     ("message.downconversion.enable", "true"),
     ("retention.bytes", "-1"),
-    ("local.retention.ms", "-2"),
-    ("local.retention.bytes", "-2"),
 ];
 
 /// One config entry as DescribeConfigs reports it.
@@ -271,6 +285,19 @@ impl StreamConfig {
                 }
                 self.max_message_bytes = bytes as u32;
             }
+            "local.retention.ms" | "local.retention.bytes" => {
+                let value = number()?;
+                if value < -2 {
+                    return Err(invalid(format!(
+                        "{name} must be -2 (as retention), 0 or more"
+                    )));
+                }
+                if name == "local.retention.ms" {
+                    self.local_retention_ms = value;
+                } else {
+                    self.local_retention_bytes = value;
+                }
+            }
             "capacity.mode" => {
                 self.capacity_mode = CapacityMode::parse(value.trim()).ok_or_else(|| {
                     invalid("capacity.mode must be provisioned, on_demand or unlimited".to_owned())
@@ -317,6 +344,30 @@ impl StreamConfig {
             (
                 "max.message.bytes".to_owned(),
                 self.max_message_bytes.to_string(),
+            ),
+            (
+                "capacity.mode".to_owned(),
+                self.capacity_mode.as_str().to_owned(),
+            ),
+            (
+                "shard.write.bytes.per.second".to_owned(),
+                self.shard_write_bytes_per_second.to_string(),
+            ),
+            (
+                "shard.write.records.per.second".to_owned(),
+                self.shard_write_records_per_second.to_string(),
+            ),
+            (
+                "shard.read.bytes.per.second".to_owned(),
+                self.shard_read_bytes_per_second.to_string(),
+            ),
+            (
+                "local.retention.ms".to_owned(),
+                self.local_retention_ms.to_string(),
+            ),
+            (
+                "local.retention.bytes".to_owned(),
+                self.local_retention_bytes.to_string(),
             ),
         ];
         for (name, default) in INERT_TOPIC_CONFIGS {

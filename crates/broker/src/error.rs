@@ -198,6 +198,9 @@ pub enum Error {
     /// See [`ErrorKind::LimitExceeded`].
     #[error("{0}")]
     LimitExceeded(String),
+    /// See [`ErrorKind::Storage`]: the object store failed or holds damaged data.
+    #[error("object store: {0}")]
+    Tier(#[from] shardline_tier::Error),
     /// A background task failed or stored metadata is inconsistent; reported as storage.
     #[error("internal: {0}")]
     Internal(String),
@@ -227,6 +230,7 @@ impl Error {
             Error::StaleProducerEpoch { .. } => ErrorKind::StaleProducerEpoch,
             Error::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
             Error::Log(_)
+            | Error::Tier(_)
             | Error::Meta(_)
             | Error::ShardFailed { .. }
             | Error::OffsetsFailed { .. }

@@ -22,6 +22,7 @@ mod manage;
 mod offsets;
 mod producer;
 mod shard;
+mod tiering;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,9 +44,10 @@ pub use config::{
     MAX_MESSAGE_BYTES_MAX, OnDemandConfig, RETENTION_MS_MAX, RETENTION_MS_MIN, StreamConfig,
 };
 pub use error::{Error, ErrorKind};
-pub use manage::RetentionReport;
+pub use manage::{Rerouted, RetentionReport};
 pub use offsets::{CommittedOffset, GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
 pub use shard::AppendOutcome;
+pub use tiering::TierBacklog;
 
 use offsets::{OffsetRequest, Offsets};
 use shard::{AppendRequest, Shard};
@@ -171,6 +173,10 @@ struct Inner {
     appended_bytes: AtomicU64,
     throttled_writes: AtomicU64,
     throttled_reads: AtomicU64,
+    /// Tiered storage, when configured.
+    tier: Option<shardline_tier::Tier>,
+    /// What was last snapshotted to the object store, to skip unchanged documents.
+    snapshots: Mutex<tiering::Snapshots>,
 }
 
 /// The engine. Cheap to clone; all clones share one state.
@@ -244,9 +250,21 @@ impl Broker {
     /// Opens the data directory, recovers every shard's log and the committed offsets
     /// (dropping offsets of streams that no longer exist), and starts the writers.
     pub async fn open(config: BrokerConfig) -> Result<Broker, Error> {
+        // With tiering: probe the store (a bad bucket fails start-up here), restore the
+        // metadata from it if the data directory is new, and learn where each shard's
+        // remote data ends so that a rebuilt local log continues after it.
+        let tier = match &config.tier {
+            Some(tier_config) => Some(tiering::open_tier(tier_config, &config.data_dir).await?),
+            None => None,
+        };
+        let remote = match &tier {
+            Some(tier) => tiering::remote_ranges(tier, &config.data_dir).await?,
+            None => tiering::RemoteRanges::default(),
+        };
         let opening = config.clone();
+        let opening_remote = remote.clone();
         let (meta, offset_store, streams) =
-            tokio::task::spawn_blocking(move || open_blocking(&opening))
+            tokio::task::spawn_blocking(move || open_blocking(&opening, &opening_remote))
                 .await
                 .map_err(|error| Error::Internal(format!("open task failed: {error}")))??;
         let cluster_id = meta.metadata().cluster_id.clone();
@@ -267,12 +285,20 @@ impl Broker {
                 appended_bytes: AtomicU64::new(0),
                 throttled_writes: AtomicU64::new(0),
                 throttled_reads: AtomicU64::new(0),
+                tier,
+                snapshots: Mutex::new(tiering::Snapshots::default()),
             }),
         };
         {
             let mut map = broker.streams_mut();
             for (name, info, dir, shards) in streams {
                 let stream = broker.start_stream(info, dir, shards);
+                for slot in &stream.shards {
+                    let key = tiering::shard_key(&stream.info, slot.shard.index);
+                    if let Some(range) = remote.get(&key) {
+                        slot.shard.set_remote_range(Some(*range));
+                    }
+                }
                 map.insert(name, stream);
             }
         }
@@ -282,6 +308,15 @@ impl Broker {
             offsets_receiver,
         ));
         *lock(&broker.inner.offsets_writer) = Some(offsets_writer);
+        // After the offsets writer runs: restoring commits needs it.
+        if broker.inner.tier.is_some() {
+            broker.restore_committed_offsets_if_new().await?;
+            broker.spawn_periodic(
+                broker.inner.config.tier_upload_interval_ms,
+                "tiering",
+                |broker, _| async move { broker.tier_pass(now_ms()).await.map(drop) },
+            );
+        }
         if let FlushPolicy::Interval { interval_ms } = broker.inner.config.flush {
             broker.spawn_periodic(interval_ms, "flush", |broker, _| async move {
                 broker.sync_all().await
@@ -544,7 +579,12 @@ impl Broker {
             return Err(Error::StreamExists(info.name.clone()));
         }
         let dir = stream_dir(&self.inner.config.data_dir, &info.name, &info.topic_id);
-        let shards = open_shards(&self.inner.config, info, &dir)?;
+        let shards = open_shards(
+            &self.inner.config,
+            info,
+            &dir,
+            &tiering::RemoteRanges::default(),
+        )?;
         meta.metadata_mut()
             .streams
             .insert(info.name.clone(), stream_record(info));
@@ -579,6 +619,9 @@ impl Broker {
             warn!(stream = name, %error, "could not drop the deleted stream's committed offsets; the next start drops them");
         }
         stop_writers(&stream).await;
+        if let Err(error) = self.delete_remote_stream(&stream.info).await {
+            warn!(stream = name, %error, "could not delete the stream's objects; they are orphaned in the bucket");
+        }
         let dir = stream.dir.clone();
         drop(stream);
         let doomed = dir.with_extension("deleting");
@@ -754,7 +797,7 @@ impl Broker {
         if offset < 0 {
             return Err(Error::OffsetOutOfRange {
                 offset,
-                log_start_offset: shard.log_start_offset(),
+                log_start_offset: shard.first_offset(),
                 high_watermark: shard.high_watermark(),
             });
         }
@@ -764,8 +807,29 @@ impl Broker {
             return Ok(ReadOutcome {
                 records: Bytes::new(),
                 high_watermark,
-                log_start_offset: shard.log_start_offset(),
+                log_start_offset: shard.first_offset(),
                 throttle_ms: 0,
+            });
+        }
+        // Below the local log: the object store may hold it (tiered segments).
+        let local_start = shard.log_start_offset();
+        if (offset as u64) < local_start
+            && let Some(records) = self
+                .read_remote(
+                    &stream.info,
+                    index as u32,
+                    offset as u64,
+                    local_start,
+                    max_bytes,
+                )
+                .await?
+        {
+            let throttle_ms = shard.charge_read(records.len() as u64, now_ms());
+            return Ok(ReadOutcome {
+                records,
+                high_watermark,
+                log_start_offset: shard.first_offset(),
+                throttle_ms,
             });
         }
         let inner = Arc::clone(&self.inner);
@@ -778,7 +842,7 @@ impl Broker {
             Ok(ReadOutcome {
                 records,
                 high_watermark: shard.high_watermark(),
-                log_start_offset: shard.log_start_offset(),
+                log_start_offset: shard.first_offset(),
                 throttle_ms,
             })
         })
@@ -790,7 +854,7 @@ impl Broker {
     pub fn offsets(&self, stream: &str, shard: i64) -> Result<(u64, u64), Error> {
         let (stream, index) = self.shard(stream, shard)?;
         let shard = &stream.shards[index].shard;
-        Ok((shard.log_start_offset(), shard.high_watermark()))
+        Ok((shard.first_offset(), shard.high_watermark()))
     }
 
     /// The first offset whose batch holds a timestamp at or after `timestamp_ms`, if any
@@ -941,10 +1005,21 @@ fn log_config(config: &BrokerConfig, stream: &StreamConfig) -> LogConfig {
     }
 }
 
-fn open_shards(config: &BrokerConfig, info: &StreamInfo, dir: &Path) -> Result<Vec<Shard>, Error> {
+fn open_shards(
+    config: &BrokerConfig,
+    info: &StreamInfo,
+    dir: &Path,
+    remote: &tiering::RemoteRanges,
+) -> Result<Vec<Shard>, Error> {
     info.shards
         .iter()
-        .map(|shard| open_shard(config, info, dir, shard))
+        .map(|shard| {
+            // A shard rebuilt from the bucket continues after its remote data.
+            let first_offset = remote
+                .get(&tiering::shard_key(info, shard.index))
+                .map_or(0, |range| range.1);
+            open_shard(config, info, dir, shard, first_offset)
+        })
         .collect()
 }
 
@@ -954,10 +1029,16 @@ fn open_shard(
     info: &StreamInfo,
     dir: &Path,
     shard: &ShardInfo,
+    first_offset: u64,
 ) -> Result<Shard, Error> {
     let now = now_ms();
     let shard_dir = dir.join(format!("{:06}", shard.index));
-    let log = ShardLog::open(&shard_dir, log_config(config, &info.config), now)?;
+    let log = ShardLog::open_starting_at(
+        &shard_dir,
+        log_config(config, &info.config),
+        now,
+        first_offset,
+    )?;
     Ok(Shard::new(
         info.name.clone(),
         shard.index,
@@ -973,6 +1054,7 @@ type OpenedStream = (String, StreamInfo, PathBuf, Vec<Shard>);
 
 fn open_blocking(
     config: &BrokerConfig,
+    remote: &tiering::RemoteRanges,
 ) -> Result<(MetaStore, OffsetStore, Vec<OpenedStream>), Error> {
     let streams_dir = config.data_dir.join("streams");
     std::fs::create_dir_all(&streams_dir).map_err(|source| {
@@ -988,7 +1070,7 @@ fn open_blocking(
     for record in meta.metadata().streams.values() {
         let info = stream_info(config, record)?;
         let dir = stream_dir(&config.data_dir, &info.name, &info.topic_id);
-        let shards = open_shards(config, &info, &dir)?;
+        let shards = open_shards(config, &info, &dir, remote)?;
         opened.push((record.name.clone(), info, dir, shards));
     }
     let mut offset_store = OffsetStore::open(&config.data_dir, OffsetStoreConfig::default())?;

@@ -509,7 +509,9 @@ impl Broker {
         let opened = tokio::task::spawn_blocking(move || {
             child_indexes
                 .iter()
-                .map(|index| open_shard(&config, &opening, &dir, &opening.shards[*index as usize]))
+                .map(|index| {
+                    open_shard(&config, &opening, &dir, &opening.shards[*index as usize], 0)
+                })
                 .collect::<Result<Vec<_>, Error>>()
         })
         .await
@@ -570,6 +572,8 @@ impl Broker {
                     info!(stream = %stream.info.name, shard = slot.shard.index, segments = deleted, "expired segments deleted");
                 }
             }
+            // Remote copies expire by the same rule (their newest record's age).
+            report.segments_deleted += self.enforce_remote_retention(&stream, cutoff).await?;
         }
         Ok(report)
     }
@@ -658,7 +662,7 @@ impl Broker {
             })?;
         Ok(match (info.ending_offset, info.closed_ms) {
             (Some(ending), Some(closed_ms)) => {
-                current.shards[shard as usize].shard.log_start_offset() >= ending
+                current.shards[shard as usize].shard.first_offset() >= ending
                     && now_ms.saturating_sub(closed_ms) >= current.info.config.retention_ms
             }
             _ => false,

@@ -73,6 +73,10 @@ pub(crate) struct Shard {
     pub(crate) reroute: tokio::sync::Mutex<()>,
     /// Bytes appended since on-demand scaling last looked (it swaps this to 0).
     pub(crate) window_bytes: AtomicU64,
+    /// With tiering: the first offset held in the object store (`u64::MAX`: none), and
+    /// the offset after the last one uploaded.
+    remote_start: AtomicU64,
+    remote_next: AtomicU64,
 }
 
 /// The token buckets of one shard. A rate of 0 means unlimited.
@@ -148,6 +152,8 @@ impl Shard {
             limits: Mutex::new(Limits::new(config, now_ms)),
             reroute: tokio::sync::Mutex::new(()),
             window_bytes: AtomicU64::new(0),
+            remote_start: AtomicU64::new(u64::MAX),
+            remote_next: AtomicU64::new(0),
         }
     }
 
@@ -222,6 +228,30 @@ impl Shard {
         self.high_watermark.load(Ordering::Acquire)
     }
 
+    /// Records the object store's range of this shard, `[start, next)`, or none.
+    pub(crate) fn set_remote_range(&self, range: Option<(u64, u64)>) {
+        let (start, next) = range.unwrap_or((u64::MAX, 0));
+        self.remote_start.store(start, Ordering::Release);
+        self.remote_next.store(next, Ordering::Release);
+    }
+
+    /// The object store's range of this shard, if it holds any of it.
+    pub(crate) fn remote_range(&self) -> Option<(u64, u64)> {
+        let start = self.remote_start.load(Ordering::Acquire);
+        (start != u64::MAX).then(|| (start, self.remote_next.load(Ordering::Acquire)))
+    }
+
+    /// The first offset readable anywhere: remote if the object store holds older
+    /// records than the local log, else local.
+    pub(crate) fn first_offset(&self) -> u64 {
+        let local = self.log_start_offset();
+        match self.remote_range() {
+            Some((start, _)) => start.min(local),
+            None => local,
+        }
+    }
+
+    /// The first offset held on local disk.
     pub(crate) fn log_start_offset(&self) -> u64 {
         self.log
             .read()
@@ -275,9 +305,12 @@ impl Shard {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let log_start_offset = log.log_start_offset();
         if offset < log_start_offset || offset > high_watermark {
+            let first = self
+                .remote_range()
+                .map_or(log_start_offset, |(start, _)| start.min(log_start_offset));
             return Err(Error::OffsetOutOfRange {
                 offset: offset as i64,
-                log_start_offset,
+                log_start_offset: first,
                 high_watermark,
             });
         }

@@ -111,6 +111,18 @@ impl ShardLog {
     /// not clean (see the module docs). Removes leftovers of interrupted file
     /// replacements and index files whose segment is gone.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<ShardLog, Error> {
+        ShardLog::open_starting_at(dir, config, now_ms, 0)
+    }
+
+    /// As [`ShardLog::open`], but a log that has no segment yet starts at `first_offset`
+    /// instead of 0: a shard rebuilt from object storage continues after its remote data.
+    /// An existing log ignores `first_offset`.
+    pub fn open_starting_at(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+        first_offset: u64,
+    ) -> Result<ShardLog, Error> {
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
         let lock = layout::lock_dir(dir)?;
@@ -155,7 +167,7 @@ impl ShardLog {
         if segments.is_empty() {
             segments.push(Segment::create(
                 dir,
-                0,
+                first_offset,
                 now_ms,
                 config.index_interval_bytes,
             )?);

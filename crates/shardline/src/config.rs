@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub storage: StorageSection,
     /// Stream defaults and limits.
     pub streams: StreamsSection,
+    /// Tiered storage.
+    pub tier: TierSection,
     /// Shutdown behaviour.
     pub shutdown: ShutdownSection,
     /// Consumer groups and their committed offsets.
@@ -122,6 +124,12 @@ pub struct StreamsSection {
     pub on_demand_shards_min: u32,
     /// On-demand scaling: never more open shards than this.
     pub on_demand_shards_max: u32,
+    /// With tiering: hours an uploaded segment's local copy is kept (by its newest
+    /// record's age); per topic `local.retention.ms`. -1: as long as the retention.
+    pub local_retention_hours: i64,
+    /// With tiering: most bytes of uploaded segments kept locally per shard; per topic
+    /// `local.retention.bytes`. -1: no byte bound.
+    pub local_retention_bytes: i64,
 }
 
 /// `[groups]`: Kafka's `group.*` and `offsets.*` broker settings.
@@ -162,6 +170,57 @@ impl Default for GroupsSection {
     }
 }
 
+/// `[tier]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierSection {
+    /// Move sealed segments to object storage.
+    pub enabled: bool,
+    /// `s3://bucket/prefix`, `file:///absolute/dir` or `memory://`; empty means
+    /// `file://<data_dir>/objects`.
+    pub url: String,
+    /// S3 endpoint (MinIO, Ceph, moto…); unset: `AWS_ENDPOINT_URL` or AWS itself.
+    pub endpoint: Option<String>,
+    /// S3 region; unset: `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// S3 access key; unset: `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// S3 secret key; unset: `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// Allow plain-HTTP endpoints; unset: `AWS_ALLOW_HTTP`.
+    pub allow_http: Option<bool>,
+    /// Segments above this size go up as multipart uploads.
+    pub multipart_threshold_bytes: u64,
+    /// Size of the blocks cold reads fetch and cache.
+    pub block_bytes: u64,
+    /// Memory for cached blocks.
+    pub cache_bytes_max: u64,
+    /// Blocks fetched ahead of a sequential reader.
+    pub readahead_blocks: u32,
+    /// How often sealed segments are looked for and uploaded.
+    pub upload_interval_ms: u64,
+}
+
+impl Default for TierSection {
+    fn default() -> TierSection {
+        let defaults = shardline_tier::TierConfig::new(String::new());
+        TierSection {
+            enabled: true,
+            url: String::new(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: None,
+            multipart_threshold_bytes: defaults.multipart_threshold_bytes,
+            block_bytes: defaults.block_bytes,
+            cache_bytes_max: defaults.cache_bytes_max,
+            readahead_blocks: defaults.readahead_blocks,
+            upload_interval_ms: 1000,
+        }
+    }
+}
+
 /// `[shutdown]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -178,6 +237,7 @@ impl Default for ServeConfig {
             http: HttpSection::default(),
             storage: StorageSection::default(),
             streams: StreamsSection::default(),
+            tier: TierSection::default(),
             shutdown: ShutdownSection::default(),
             groups: GroupsSection::default(),
         }
@@ -241,6 +301,8 @@ impl Default for StreamsSection {
             on_demand_cold_percent: 10,
             on_demand_shards_min: 1,
             on_demand_shards_max: 64,
+            local_retention_hours: 24,
+            local_retention_bytes: -1,
         }
     }
 }
@@ -394,6 +456,48 @@ impl ServeConfig {
             shard_write_bytes_per_second: self.streams.shard_write_bytes_per_second,
             shard_write_records_per_second: self.streams.shard_write_records_per_second,
             shard_read_bytes_per_second: self.streams.shard_read_bytes_per_second,
+            local_retention_ms: match self.streams.local_retention_hours {
+                -1 => -2,
+                hours if hours >= 0 => hours * 3_600_000,
+                hours => bail!(
+                    "streams.local_retention_hours is {hours}; use -1 (as retention) or 0 and up"
+                ),
+            },
+            local_retention_bytes: match self.streams.local_retention_bytes {
+                -1 => -2,
+                bytes if bytes >= 0 => bytes,
+                bytes => {
+                    bail!("streams.local_retention_bytes is {bytes}; use -1 (no bound) or 0 and up")
+                }
+            },
+        };
+        let tier = if self.tier.enabled {
+            let url = if self.tier.url.is_empty() {
+                // The embedded default: objects next to the data, on the same disk. (The
+                // directory is created at start-up, not here: validating has no effects.)
+                let objects = std::path::absolute(self.data_dir.join("objects"))
+                    .with_context(|| format!("resolving {}", self.data_dir.display()))?;
+                format!("file://{}", objects.display())
+            } else {
+                self.tier.url.clone()
+            };
+            let mut tier = shardline_tier::TierConfig::new(url);
+            tier.s3.endpoint = self.tier.endpoint.clone();
+            tier.s3.region = self.tier.region.clone();
+            tier.s3.access_key_id = self.tier.access_key_id.clone();
+            tier.s3.secret_access_key = self.tier.secret_access_key.clone();
+            tier.s3.allow_http = self.tier.allow_http;
+            tier.multipart_threshold_bytes = self.tier.multipart_threshold_bytes;
+            tier.block_bytes = self.tier.block_bytes;
+            tier.cache_bytes_max = self.tier.cache_bytes_max;
+            tier.readahead_blocks = self.tier.readahead_blocks;
+            tier.validate().context("invalid [tier] settings")?;
+            if self.tier.upload_interval_ms == 0 {
+                bail!("tier.upload_interval_ms must be at least 1");
+            }
+            Some(tier)
+        } else {
+            None
         };
         let broker = BrokerConfig {
             data_dir: self.data_dir.clone(),
@@ -408,6 +512,8 @@ impl ServeConfig {
             scaling_factor_max: self.streams.scaling_factor_max,
             scalings_per_day_max: self.streams.scalings_per_day_max,
             retention_check_interval_ms: self.streams.retention_check_interval_ms,
+            tier,
+            tier_upload_interval_ms: self.tier.upload_interval_ms,
             on_demand: shardline_broker::OnDemandConfig {
                 window_ms: self.streams.on_demand_window_ms,
                 hot_percent: self.streams.on_demand_hot_percent,

@@ -184,6 +184,10 @@ struct ServeArgs {
     /// host:port that clients are told to connect to (defaults to the bound address).
     #[arg(long)]
     advertised_listener: Option<String>,
+    /// Object store for tiered segments: s3://bucket/prefix, file:///dir or memory://
+    /// (default: file://<data-dir>/objects).
+    #[arg(long)]
+    object_store: Option<String>,
     /// HTTP listener address (/healthz, /metrics).
     #[arg(long)]
     http_listen: Option<String>,
@@ -228,6 +232,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(listen) = args.listen {
         config.kafka.listen = listen;
+    }
+    if let Some(url) = args.object_store {
+        config.tier.url = url;
     }
     if let Some(advertised) = args.advertised_listener {
         config.kafka.advertised_listener = Some(advertised);

@@ -19,6 +19,8 @@ use crate::http;
 
 /// The engine type, re-exported for in-process callers such as the test kit.
 pub use shardline_broker::Broker as BrokerHandle;
+/// A committed consumer-group offset, re-exported for in-process callers.
+pub use shardline_broker::CommittedOffset;
 
 /// A running server.
 #[derive(Debug)]
@@ -44,6 +46,15 @@ impl RunningServer {
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http_listen))?;
         let http_addr = http_listener.local_addr()?;
+        if let Some(directory) = config
+            .broker
+            .tier
+            .as_ref()
+            .and_then(|tier| tier.url.strip_prefix("file://"))
+        {
+            std::fs::create_dir_all(directory)
+                .with_context(|| format!("creating the object directory {directory}"))?;
+        }
         let broker = Broker::open(config.broker.clone()).await.with_context(|| {
             format!(
                 "opening data directory {}",

@@ -116,6 +116,8 @@ pub mod shardline_broker_reexport {
     pub use shardline::server::BrokerHandle as Broker;
 }
 
+pub use shardline::server::CommittedOffset;
+
 /// Path of the `shardline` binary: `$SHARDLINE_BIN`, else next to the test executable's
 /// directory (`target/<profile>/shardline`), which `cargo test --workspace` builds.
 pub fn shardline_binary() -> anyhow::Result<PathBuf> {
@@ -371,4 +373,87 @@ pub fn run_client_check(name: &str, dir: &Path, program: &Path, args: &[&str], t
         stdout.lines().any(|line| line.starts_with("ok ")),
         "{name} ran no check"
     );
+}
+
+/// An S3 HTTP endpoint served in-process by s3s over s3s-fs (a real S3 protocol server,
+/// not a fake), on 127.0.0.1:0; it stops with the test's runtime.
+#[derive(Debug)]
+pub struct S3Server {
+    /// Where objects live: one sub-directory per bucket.
+    pub root: TempDir,
+    /// The endpoint's address.
+    pub addr: SocketAddr,
+}
+
+impl S3Server {
+    /// Access key the endpoint accepts.
+    pub const ACCESS_KEY: &'static str = "test";
+    /// Secret key the endpoint accepts.
+    pub const SECRET_KEY: &'static str = "testtesttest";
+
+    /// Starts the endpoint with an empty `bucket`.
+    pub async fn start(bucket: &str) -> S3Server {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let root = tempfile::tempdir().expect("s3 root");
+        std::fs::create_dir(root.path().join(bucket)).expect("bucket directory");
+        let fs = s3s_fs::FileSystem::new(root.path())
+            .unwrap_or_else(|error| panic!("s3s-fs: {error:?}"));
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(
+            Self::ACCESS_KEY,
+            Self::SECRET_KEY,
+        ));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind s3");
+        let addr = listener.local_addr().expect("s3 address");
+        tokio::spawn(async move {
+            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            while let Ok((socket, _)) = listener.accept().await {
+                let connection = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+        });
+        S3Server { root, addr }
+    }
+
+    /// Points a server config's `[tier]` at this endpoint, under `bucket/prefix`.
+    pub fn configure(&self, config: &mut ServeConfig, bucket: &str, prefix: &str) {
+        config.tier.enabled = true;
+        config.tier.url = format!("s3://{bucket}/{prefix}");
+        config.tier.endpoint = Some(format!("http://{}", self.addr));
+        config.tier.region = Some("us-east-1".to_owned());
+        config.tier.access_key_id = Some(Self::ACCESS_KEY.to_owned());
+        config.tier.secret_access_key = Some(Self::SECRET_KEY.to_owned());
+        config.tier.allow_http = Some(true);
+    }
+
+    /// Files the endpoint stores under `bucket/prefix` whose names end in `suffix`.
+    pub fn objects(&self, bucket: &str, prefix: &str, suffix: &str) -> Vec<PathBuf> {
+        fn walk(dir: &Path, suffix: &str, found: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, suffix, found);
+                } else if path.to_string_lossy().ends_with(suffix) {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &self.root.path().join(bucket).join(prefix),
+            suffix,
+            &mut found,
+        );
+        found
+    }
 }

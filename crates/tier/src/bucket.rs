@@ -311,10 +311,18 @@ impl Bucket {
 
     /// Deletes these objects, a few at a time; returns how many.
     pub(crate) async fn delete_all(&self, keys: &[String]) -> Result<usize, Error> {
-        futures::stream::iter(keys.iter().map(|key| self.delete(key)))
-            .buffer_unordered(8)
-            .try_fold(0, |deleted, ()| async move { Ok(deleted + 1) })
-            .await
+        // Each future owns its key: futures borrowing from a closure argument make the
+        // whole caller's future fail the `Send` check of a spawned task (a rustc
+        // limitation with higher-ranked lifetimes).
+        let owned: Vec<String> = keys.to_vec();
+        futures::stream::iter(
+            owned
+                .into_iter()
+                .map(|key| async move { self.delete(&key).await }),
+        )
+        .buffer_unordered(8)
+        .try_fold(0, |deleted, ()| async move { Ok(deleted + 1) })
+        .await
     }
 
     /// The current version of an object, for a conditional update.

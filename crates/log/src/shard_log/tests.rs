@@ -806,3 +806,20 @@ fn roll_now_seals_everything_so_all_of_it_can_be_deleted() {
     log.close().unwrap();
     assert!(matches!(log.roll_now(30), Err(Error::Closed { .. })));
 }
+
+#[test]
+fn a_new_log_can_start_after_offsets_held_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = ShardLog::open_starting_at(dir.path(), small_config(), 0, 500).unwrap();
+    assert_eq!((log.log_start_offset(), log.next_offset()), (500, 500));
+    assert_eq!(
+        log.append(&mut record_batch(1, 2, 4), 1)
+            .unwrap()
+            .base_offset,
+        500
+    );
+    drop(log);
+    // An existing log keeps its own offsets.
+    let log = ShardLog::open_starting_at(dir.path(), small_config(), 0, 9).unwrap();
+    assert_eq!(log.next_offset(), 502);
+}

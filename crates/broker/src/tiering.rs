@@ -1,0 +1,444 @@
+//! Tiered storage as the engine uses it: sealed segments go to the object store, local
+//! copies go once uploaded and past local retention, reads below the local start come
+//! from the store, expired remote segments are deleted, and metadata and committed
+//! offsets are snapshotted to the store so a node whose disk is lost can be rebuilt from
+//! the bucket alone.
+//!
+//! ```text
+//! shard log:  [ sealed | sealed | sealed | active ]        local disk
+//!                 │         │        │
+//!     tier_pass:  └── upload (in offset order) ──▶ bucket: streams/<stream>/<shard>/…
+//!                 then delete local copies that are uploaded and past local retention
+//! read(offset < local start) ──▶ Tier::read (block cache, read-ahead)
+//! ```
+//!
+//! Every pass is idempotent and driven by the manifests, so a crash at any point (mid
+//! upload, between upload and local delete) is repaired by the next pass.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use shardline_tier::{SealedSegment, Tier, TierConfig};
+use tracing::{info, warn};
+
+use crate::{Broker, CommittedOffset, Error, Stream, StreamInfo, hex, lock};
+
+/// Each shard's remote range `[start, next)`, by shard key.
+pub(crate) type RemoteRanges = HashMap<String, (u64, u64)>;
+
+/// Name of the metadata snapshot document in the bucket.
+const METADATA_DOCUMENT: &str = "metadata.json";
+/// Name of the committed-offsets snapshot document in the bucket.
+const OFFSETS_DOCUMENT: &str = "offsets.json";
+
+/// What was last written to the bucket's documents, to skip unchanged ones.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshots {
+    metadata: Option<Vec<u8>>,
+    offsets: Option<Vec<u8>>,
+}
+
+/// Sealed segments not yet in the object store (the upload backlog).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierBacklog {
+    /// Segments waiting.
+    pub segments: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The bucket prefix of a stream's data. The topic id keeps a re-created stream of the
+/// same name apart from the old one's objects.
+pub(crate) fn stream_key(info: &StreamInfo) -> String {
+    format!("{}-{}", info.name, hex(&info.topic_id[..4]))
+}
+
+/// The bucket prefix of one shard's segments and manifest.
+pub(crate) fn shard_key(info: &StreamInfo, shard: u32) -> String {
+    format!("{}/{shard:06}", stream_key(info))
+}
+
+fn tier_error(error: shardline_tier::Error) -> Error {
+    Error::Tier(error)
+}
+
+/// Opens the store (probing it), cleans up abandoned multipart uploads, and restores the
+/// metadata document into a data directory that has none.
+pub(crate) async fn open_tier(config: &TierConfig, data_dir: &Path) -> Result<Tier, Error> {
+    let tier = Tier::open(config.clone()).await.map_err(tier_error)?;
+    let aborted = tier.abort_stale_uploads().await.map_err(tier_error)?;
+    if aborted > 0 {
+        info!(aborted, "cleaned up multipart uploads left by a crash");
+    }
+    let local = data_dir.join("meta").join("metadata.json");
+    if !local.exists()
+        && let Some(snapshot) = tier
+            .get_document(METADATA_DOCUMENT)
+            .await
+            .map_err(tier_error)?
+    {
+        let meta_dir = data_dir.join("meta");
+        std::fs::create_dir_all(&meta_dir)
+            .and_then(|()| std::fs::write(&local, &snapshot))
+            .map_err(|source| {
+                Error::Meta(shardline_meta::Error::Io {
+                    path: local.clone(),
+                    source,
+                })
+            })?;
+        warn!(
+            bucket = %config.url,
+            "data directory was empty: restored stream metadata from the object store; tiered records keep their offsets"
+        );
+    }
+    Ok(tier)
+}
+
+/// Reads each shard's remote range from its manifest, for the streams in the local
+/// metadata document (before the broker opens anything).
+pub(crate) async fn remote_ranges(tier: &Tier, data_dir: &Path) -> Result<RemoteRanges, Error> {
+    let path = data_dir.join("meta").join("metadata.json");
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(RemoteRanges::default());
+    };
+    let metadata: shardline_meta::Metadata = serde_json::from_slice(&bytes)
+        .map_err(|source| Error::Meta(shardline_meta::Error::Corrupt { path, source }))?;
+    let mut ranges = RemoteRanges::new();
+    for record in metadata.streams.values() {
+        let key_prefix = format!("{}-{}", record.name, &record.topic_id[..8]);
+        for shard in &record.shards {
+            let key = format!("{key_prefix}/{:06}", shard.index);
+            let manifest = tier.manifest(&key).await.map_err(tier_error)?;
+            if let (Some(start), Some(next)) = (manifest.start_offset(), manifest.next_offset()) {
+                ranges.insert(key, (start, next));
+            }
+        }
+    }
+    Ok(ranges)
+}
+
+impl Broker {
+    /// The upload backlog across all shards.
+    pub fn tier_backlog(&self) -> Option<TierBacklog> {
+        self.inner.tier.as_ref()?;
+        let mut backlog = TierBacklog::default();
+        for stream in self.streams_ref().values() {
+            for slot in &stream.shards {
+                let uploaded_to = slot.shard.remote_range().map_or(0, |(_, next)| next);
+                let log = slot
+                    .shard
+                    .log
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for segment in log.segments() {
+                    if !segment.active && segment.next_offset > uploaded_to {
+                        backlog.segments += 1;
+                        backlog.bytes += segment.size_bytes;
+                    }
+                }
+            }
+        }
+        Some(backlog)
+    }
+
+    /// Counters of the object store, when tiering is on.
+    pub fn tier_stats(&self) -> Option<shardline_tier::TierStats> {
+        self.inner.tier.as_ref().map(Tier::stats)
+    }
+
+    /// Reads whole batches below the local start offset from the object store.
+    pub(crate) async fn read_remote(
+        &self,
+        stream: &StreamInfo,
+        shard: u32,
+        offset: u64,
+        local_start: u64,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, Error> {
+        let Some(tier) = &self.inner.tier else {
+            return Ok(None);
+        };
+        match tier
+            .read(&shard_key(stream, shard), offset, local_start, max_bytes)
+            .await
+        {
+            Ok(records) => Ok(Some(records)),
+            Err(shardline_tier::Error::OffsetNotRemote { .. }) => Ok(None),
+            Err(error) => Err(tier_error(error)),
+        }
+    }
+
+    /// One tiering pass at `now_ms`: upload sealed segments in offset order, delete local
+    /// copies that are uploaded and past local retention, and snapshot metadata and
+    /// committed offsets. Returns how many segments were uploaded.
+    pub async fn tier_pass(&self, now_ms: i64) -> Result<usize, Error> {
+        let Some(tier) = self.inner.tier.clone() else {
+            return Ok(0);
+        };
+        let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
+        let mut uploaded = 0;
+        for stream in &streams {
+            for slot in &stream.shards {
+                uploaded += self
+                    .tier_shard(&tier, stream, slot.shard.index, now_ms)
+                    .await?;
+            }
+        }
+        self.snapshot_documents(&tier).await?;
+        Ok(uploaded)
+    }
+
+    async fn tier_shard(
+        &self,
+        tier: &Tier,
+        stream: &Stream,
+        index: u32,
+        now_ms: i64,
+    ) -> Result<usize, Error> {
+        let shard = Arc::clone(&stream.shards[index as usize].shard);
+        let key = shard_key(&stream.info, index);
+        let segments = shard
+            .log
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .segments();
+        let mut uploaded_to = shard.remote_range().map(|(_, next)| next);
+        let mut uploaded = 0;
+        for segment in segments
+            .iter()
+            .filter(|segment| !segment.active && segment.size_bytes > 0)
+        {
+            if uploaded_to.is_some_and(|next| segment.next_offset <= next) {
+                continue;
+            }
+            if let Some(next) = uploaded_to
+                && segment.base_offset != next
+            {
+                // The local copy of the next segment is gone (retention got there first):
+                // remote data can no longer be contiguous with it. Start the remote copy
+                // afresh from what is still local rather than stop uploading for good.
+                warn!(stream = %stream.info.name, shard = index, remote_next = next, local = segment.base_offset, "gap between remote and local segments; restarting the remote copy");
+                tier.delete_segments_before(&key, u64::MAX)
+                    .await
+                    .map_err(tier_error)?;
+                uploaded_to = None;
+            }
+            let Some(sealed) = SealedSegment::from_segment_info(segment) else {
+                continue;
+            };
+            let remote = tier
+                .upload_segment(&key, &sealed)
+                .await
+                .map_err(tier_error)?;
+            let start = shard
+                .remote_range()
+                .filter(|_| uploaded_to.is_some())
+                .map_or(remote.base_offset, |(start, _)| start);
+            shard.set_remote_range(Some((start, remote.next_offset)));
+            uploaded_to = Some(remote.next_offset);
+            uploaded += 1;
+        }
+        // Local copies: only uploaded segments, oldest first, while past local retention
+        // by age or beyond the local byte budget.
+        let config = &stream.info.config;
+        let local_ms = if config.local_retention_ms == -2 {
+            config.retention_ms
+        } else {
+            config.local_retention_ms
+        };
+        let uploaded_to = uploaded_to.unwrap_or(0);
+        let mut local_bytes: u64 = segments.iter().map(|segment| segment.size_bytes).sum();
+        let mut delete_before = None;
+        for segment in segments.iter().filter(|segment| !segment.active) {
+            if segment.next_offset > uploaded_to {
+                break;
+            }
+            let too_old = segment
+                .max_timestamp
+                .is_none_or(|newest| newest < now_ms.saturating_sub(local_ms));
+            let too_big = config.local_retention_bytes >= 0
+                && local_bytes > config.local_retention_bytes as u64;
+            if !(too_old || too_big) {
+                break;
+            }
+            local_bytes -= segment.size_bytes;
+            delete_before = Some(segment.next_offset);
+        }
+        if let Some(offset) = delete_before {
+            let deleted = tokio::task::spawn_blocking(move || {
+                shard
+                    .log
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .delete_segments_before(offset)
+            })
+            .await
+            .map_err(|error| Error::Internal(format!("local delete task failed: {error}")))??;
+            if deleted > 0 {
+                info!(stream = %stream.info.name, shard = index, segments = deleted, "local copies of tiered segments deleted");
+            }
+        }
+        Ok(uploaded)
+    }
+
+    /// Deletes remote segments of `stream` whose newest record is older than `cutoff_ms`.
+    pub(crate) async fn enforce_remote_retention(
+        &self,
+        stream: &Stream,
+        cutoff_ms: i64,
+    ) -> Result<usize, Error> {
+        let Some(tier) = &self.inner.tier else {
+            return Ok(0);
+        };
+        let mut deleted = 0;
+        for slot in &stream.shards {
+            let key = shard_key(&stream.info, slot.shard.index);
+            let manifest = tier.manifest(&key).await.map_err(tier_error)?;
+            let keep_from = manifest
+                .segments
+                .iter()
+                .take_while(|segment| {
+                    segment
+                        .max_timestamp
+                        .is_some_and(|newest| newest < cutoff_ms)
+                })
+                .last()
+                .map(|segment| segment.next_offset);
+            if let Some(offset) = keep_from {
+                deleted += tier
+                    .delete_segments_before(&key, offset)
+                    .await
+                    .map_err(tier_error)?;
+                let manifest = tier.manifest(&key).await.map_err(tier_error)?;
+                slot.shard
+                    .set_remote_range(manifest.start_offset().zip(manifest.next_offset()));
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes a stream's objects.
+    pub(crate) async fn delete_remote_stream(&self, info: &StreamInfo) -> Result<(), Error> {
+        if let Some(tier) = &self.inner.tier {
+            tier.delete_prefix(&stream_key(info))
+                .await
+                .map_err(tier_error)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the metadata document and a snapshot of committed offsets to the bucket
+    /// when they changed since the last pass.
+    async fn snapshot_documents(&self, tier: &Tier) -> Result<(), Error> {
+        let metadata_path = self
+            .inner
+            .config
+            .data_dir
+            .join("meta")
+            .join("metadata.json");
+        let metadata = tokio::fs::read(&metadata_path).await.map_err(|source| {
+            Error::Meta(shardline_meta::Error::Io {
+                path: metadata_path,
+                source,
+            })
+        })?;
+        let mut offsets = serde_json::Map::new();
+        for group in self.groups_with_committed_offsets() {
+            let entries: Vec<serde_json::Value> = self
+                .committed_offsets(&group)
+                .into_iter()
+                .map(|(stream, shard, committed)| {
+                    serde_json::json!({
+                        "stream": stream, "shard": shard, "offset": committed.offset,
+                        "leader_epoch": committed.leader_epoch, "metadata": committed.metadata,
+                        "commit_timestamp_ms": committed.commit_timestamp_ms,
+                    })
+                })
+                .collect();
+            offsets.insert(group, serde_json::Value::Array(entries));
+        }
+        let offsets = serde_json::to_vec(&offsets)
+            .map_err(|error| Error::Internal(format!("offsets snapshot: {error}")))?;
+        let (metadata_changed, offsets_changed) = {
+            let snapshots = lock(&self.inner.snapshots);
+            (
+                snapshots.metadata.as_ref() != Some(&metadata),
+                snapshots.offsets.as_ref() != Some(&offsets),
+            )
+        };
+        if metadata_changed {
+            tier.put_document(METADATA_DOCUMENT, Bytes::from(metadata.clone()))
+                .await
+                .map_err(tier_error)?;
+            lock(&self.inner.snapshots).metadata = Some(metadata);
+        }
+        if offsets_changed {
+            tier.put_document(OFFSETS_DOCUMENT, Bytes::from(offsets.clone()))
+                .await
+                .map_err(tier_error)?;
+            lock(&self.inner.snapshots).offsets = Some(offsets);
+        }
+        Ok(())
+    }
+
+    /// After a restore from the bucket (no committed offsets locally), commits the
+    /// offsets of the bucket's snapshot again.
+    pub(crate) async fn restore_committed_offsets_if_new(&self) -> Result<(), Error> {
+        let Some(tier) = &self.inner.tier else {
+            return Ok(());
+        };
+        if !self.groups_with_committed_offsets().is_empty() {
+            return Ok(());
+        }
+        let Some(snapshot) = tier
+            .get_document(OFFSETS_DOCUMENT)
+            .await
+            .map_err(tier_error)?
+        else {
+            return Ok(());
+        };
+        let groups: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&snapshot)
+            .map_err(|error| {
+                Error::Internal(format!(
+                    "offsets snapshot in the bucket is unreadable: {error}"
+                ))
+            })?;
+        let mut restored = 0;
+        for (group, entries) in groups {
+            let offsets: Vec<(String, u32, CommittedOffset)> = entries
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| {
+                    Some((
+                        entry["stream"].as_str()?.to_owned(),
+                        u32::try_from(entry["shard"].as_u64()?).ok()?,
+                        CommittedOffset {
+                            offset: entry["offset"].as_i64()?,
+                            leader_epoch: i32::try_from(entry["leader_epoch"].as_i64()?).ok()?,
+                            metadata: entry["metadata"].as_str().map(str::to_owned),
+                            commit_timestamp_ms: entry["commit_timestamp_ms"].as_i64()?,
+                        },
+                    ))
+                })
+                .filter(|(stream, shard, _)| {
+                    self.stream(stream)
+                        .is_some_and(|info| (*shard as usize) < info.shards.len())
+                })
+                .collect();
+            restored += offsets.len();
+            if !offsets.is_empty() {
+                self.commit_offsets(&group, offsets).await?;
+            }
+        }
+        if restored > 0 {
+            info!(
+                offsets = restored,
+                "restored committed offsets from the object store"
+            );
+        }
+        Ok(())
+    }
+}
