@@ -28,6 +28,71 @@ enum Command {
     Group(GroupArgs),
     /// Manage streams (topics) and their shards through the server's Kinesis API.
     Stream(StreamArgs),
+    /// Rebuild an empty data directory from the object store (stream metadata, shard
+    /// lineage, committed offsets; tiered records keep their offsets), then exit.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RestoreArgs {
+    /// TOML config file (its [tier] names the bucket). Flags override it.
+    #[arg(long, env = "SHARDLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data directory to rebuild; it must hold no metadata yet.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The object store to restore from (s3://bucket/prefix, file:///dir).
+    #[arg(long)]
+    object_store: Option<String>,
+}
+
+async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => ServeConfig::load(path)?,
+        None => ServeConfig::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = args.object_store {
+        config.tier.url = url;
+    }
+    config.tier.enabled = true;
+    let metadata = config.data_dir.join("meta").join("metadata.json");
+    if metadata.exists() {
+        anyhow::bail!(
+            "{} already holds stream metadata; restore only rebuilds an empty data directory",
+            config.data_dir.display()
+        );
+    }
+    let validated = config.validate().context("invalid configuration")?;
+    let url = validated.broker.tier.as_ref().map(|tier| tier.url.clone()).unwrap_or_default();
+    if let Some(directory) = url.strip_prefix("file://") {
+        std::fs::create_dir_all(directory)?;
+    }
+    eprintln!("restoring {} from {url} ...", config.data_dir.display());
+    let broker = shardline_broker::Broker::open(validated.broker)
+        .await
+        .context("opening the data directory on the object store")?;
+    let streams = broker.streams();
+    let total: usize = streams.iter().map(|stream| stream.shards.len()).sum();
+    let mut done = 0;
+    for stream in &streams {
+        for shard in &stream.shards {
+            done += 1;
+            let (start, end) = broker.offsets(&stream.name, i64::from(shard.index))?;
+            eprintln!(
+                "[{done:>4}/{total}] {:<30} shard {:>4}  offsets {start}..{end}  ({} records readable)",
+                stream.name,
+                shard.index,
+                end - start
+            );
+        }
+    }
+    let groups = broker.groups_with_committed_offsets().len();
+    broker.shutdown().await;
+    eprintln!("restored {} streams, {total} shards, committed offsets of {groups} groups", streams.len());
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -278,6 +343,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Group(args) => group(args).await,
             Command::Stream(args) => stream(args).await,
+            Command::Restore(args) => restore(args).await,
         }
     });
     match result {
