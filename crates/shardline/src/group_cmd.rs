@@ -288,7 +288,7 @@ pub async fn list_groups(bootstrap: &str) -> anyhow::Result<Vec<GroupRow>> {
 /// Prints `group list`.
 pub fn print_list(rows: &[GroupRow], format: Format) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!(
+        Format::Json => crate::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "groups": rows }))?
         ),
@@ -464,10 +464,10 @@ pub async fn describe_group(bootstrap: &str, group: &str) -> anyhow::Result<Grou
 /// Prints `group describe`.
 pub fn print_detail(detail: &GroupDetail, format: Format) -> anyhow::Result<()> {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(detail)?);
+        crate::outln!("{}", serde_json::to_string_pretty(detail)?);
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "Group {}: state {}, protocol {}, {} member(s)",
         detail.group,
         detail.state,
@@ -475,7 +475,7 @@ pub fn print_detail(detail: &GroupDetail, format: Format) -> anyhow::Result<()> 
         detail.members.len()
     );
     if !detail.members.is_empty() {
-        println!();
+        crate::outln!();
         let rows: Vec<Vec<String>> = detail
             .members
             .iter()
@@ -499,7 +499,7 @@ pub fn print_detail(detail: &GroupDetail, format: Format) -> anyhow::Result<()> 
         );
     }
     if !detail.offsets.is_empty() {
-        println!();
+        crate::outln!();
         let dash = |value: Option<i64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
         let rows: Vec<Vec<String>> = detail
             .offsets
@@ -553,5 +553,5 @@ fn summarize(assignment: &[Assigned]) -> String {
 }
 
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    print!("{}", crate::output::table(headers, rows));
+    crate::out!("{}", crate::output::table(headers, rows));
 }

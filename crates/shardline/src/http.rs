@@ -148,28 +148,84 @@ pub fn metrics(broker: &Broker) -> String {
     );
     let _ = writeln!(out, "# TYPE shardline_shard_log_start_offset gauge");
     let (throttled_writes, throttled_reads) = broker.throttled_totals();
-    let _ = writeln!(out, "# HELP shardline_write_provisioned_throughput_exceeded_total Appends slowed or refused by a shard's write limit (Kinesis WriteProvisionedThroughputExceeded).");
-    let _ = writeln!(out, "# TYPE shardline_write_provisioned_throughput_exceeded_total counter");
-    let _ = writeln!(out, "shardline_write_provisioned_throughput_exceeded_total {throttled_writes}");
-    let _ = writeln!(out, "# HELP shardline_read_provisioned_throughput_exceeded_total Reads slowed by a shard's read limit (Kinesis ReadProvisionedThroughputExceeded).");
-    let _ = writeln!(out, "# TYPE shardline_read_provisioned_throughput_exceeded_total counter");
-    let _ = writeln!(out, "shardline_read_provisioned_throughput_exceeded_total {throttled_reads}");
+    let _ = writeln!(
+        out,
+        "# HELP shardline_write_provisioned_throughput_exceeded_total Appends slowed or refused by a shard's write limit (Kinesis WriteProvisionedThroughputExceeded)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE shardline_write_provisioned_throughput_exceeded_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "shardline_write_provisioned_throughput_exceeded_total {throttled_writes}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP shardline_read_provisioned_throughput_exceeded_total Reads slowed by a shard's read limit (Kinesis ReadProvisionedThroughputExceeded)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE shardline_read_provisioned_throughput_exceeded_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "shardline_read_provisioned_throughput_exceeded_total {throttled_reads}"
+    );
     if let (Some(backlog), Some(stats)) = (broker.tier_backlog(), broker.tier_stats()) {
-        let _ = writeln!(out, "# HELP shardline_tier_upload_backlog_segments Sealed segments not yet in the object store.");
+        let _ = writeln!(
+            out,
+            "# HELP shardline_tier_upload_backlog_segments Sealed segments not yet in the object store."
+        );
         let _ = writeln!(out, "# TYPE shardline_tier_upload_backlog_segments gauge");
-        let _ = writeln!(out, "shardline_tier_upload_backlog_segments {}", backlog.segments);
-        let _ = writeln!(out, "# HELP shardline_tier_upload_backlog_bytes Bytes of sealed segments not yet in the object store.");
+        let _ = writeln!(
+            out,
+            "shardline_tier_upload_backlog_segments {}",
+            backlog.segments
+        );
+        let _ = writeln!(
+            out,
+            "# HELP shardline_tier_upload_backlog_bytes Bytes of sealed segments not yet in the object store."
+        );
         let _ = writeln!(out, "# TYPE shardline_tier_upload_backlog_bytes gauge");
         let _ = writeln!(out, "shardline_tier_upload_backlog_bytes {}", backlog.bytes);
         for (name, help, value) in [
-            ("segments_uploaded_total", "Segments uploaded to the object store.", stats.segments_uploaded),
-            ("uploaded_bytes_total", "Segment bytes uploaded.", stats.segment_uploaded_bytes),
-            ("upload_failures_total", "Segment uploads that failed after retries.", stats.upload_failures),
-            ("retries_total", "Object-store requests retried.", stats.retries),
+            (
+                "segments_uploaded_total",
+                "Segments uploaded to the object store.",
+                stats.segments_uploaded,
+            ),
+            (
+                "uploaded_bytes_total",
+                "Segment bytes uploaded.",
+                stats.segment_uploaded_bytes,
+            ),
+            (
+                "upload_failures_total",
+                "Segment uploads that failed after retries.",
+                stats.upload_failures,
+            ),
+            (
+                "retries_total",
+                "Object-store requests retried.",
+                stats.retries,
+            ),
             ("gets_total", "Object-store GET requests.", stats.gets),
-            ("get_bytes_total", "Bytes received by GET requests.", stats.get_bytes),
-            ("cache_hits_total", "Cold-read block cache hits.", stats.cache_hits),
-            ("cache_misses_total", "Cold-read block cache misses.", stats.cache_misses),
+            (
+                "get_bytes_total",
+                "Bytes received by GET requests.",
+                stats.get_bytes,
+            ),
+            (
+                "cache_hits_total",
+                "Cold-read block cache hits.",
+                stats.cache_hits,
+            ),
+            (
+                "cache_misses_total",
+                "Cold-read block cache misses.",
+                stats.cache_misses,
+            ),
         ] {
             let _ = writeln!(out, "# HELP shardline_tier_{name} {help}");
             let _ = writeln!(out, "# TYPE shardline_tier_{name} counter");

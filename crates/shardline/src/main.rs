@@ -66,7 +66,12 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         );
     }
     let validated = config.validate().context("invalid configuration")?;
-    let url = validated.broker.tier.as_ref().map(|tier| tier.url.clone()).unwrap_or_default();
+    let url = validated
+        .broker
+        .tier
+        .as_ref()
+        .map(|tier| tier.url.clone())
+        .unwrap_or_default();
     if let Some(directory) = url.strip_prefix("file://") {
         std::fs::create_dir_all(directory)?;
     }
@@ -91,7 +96,10 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     }
     let groups = broker.groups_with_committed_offsets().len();
     broker.shutdown().await;
-    eprintln!("restored {} streams, {total} shards, committed offsets of {groups} groups", streams.len());
+    eprintln!(
+        "restored {} streams, {total} shards, committed offsets of {groups} groups",
+        streams.len()
+    );
     Ok(())
 }
 

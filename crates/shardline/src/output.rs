@@ -1,5 +1,24 @@
 //! How admin commands print: aligned tables for people by default, JSON with `--json`.
 
+/// `println!` for command output: a closed pipe (`shardline stream describe s | head`)
+/// ends the output quietly instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` for command output; see [`outln!`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// What to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

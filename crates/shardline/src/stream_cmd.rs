@@ -64,7 +64,7 @@ pub async fn call(endpoint: &str, operation: &str, input: &Value) -> anyhow::Res
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    crate::outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -86,7 +86,7 @@ pub async fn create(
     match format {
         Format::Json => print_json(&answer),
         Format::Table => {
-            println!("created stream {name}");
+            crate::outln!("created stream {name}");
             Ok(())
         }
     }
@@ -132,7 +132,7 @@ pub async fn list(endpoint: &str, format: Format) -> anyhow::Result<()> {
             format!("{} h", text(&detail["RetentionPeriodHours"])),
         ]);
     }
-    print!(
+    crate::out!(
         "{}",
         table(
             &["STREAM", "STATUS", "MODE", "OPEN SHARDS", "RETENTION"],
@@ -219,7 +219,7 @@ pub async fn describe(endpoint: &str, name: &str, format: Format) -> anyhow::Res
         }));
     }
     let detail = &summary["StreamDescriptionSummary"];
-    println!(
+    crate::outln!(
         "stream {name}  {}  {}  retention {} h  {} shards ({} open)",
         text(&detail["StreamStatus"]),
         text(&detail["StreamModeDetails"]["StreamMode"]),
@@ -227,15 +227,15 @@ pub async fn describe(endpoint: &str, name: &str, format: Format) -> anyhow::Res
         shards.len(),
         text(&detail["OpenShardCount"]),
     );
-    println!("arn {}", text(&detail["StreamARN"]));
+    crate::outln!("arn {}", text(&detail["StreamARN"]));
     if let Some(tags) = tags["Tags"].as_array().filter(|tags| !tags.is_empty()) {
         let pairs: Vec<String> = tags
             .iter()
             .map(|tag| format!("{}={}", text(&tag["Key"]), text(&tag["Value"])))
             .collect();
-        println!("tags {}", pairs.join(" "));
+        crate::outln!("tags {}", pairs.join(" "));
     }
-    println!();
+    crate::outln!();
     let mut rows = Vec::new();
     let mut open = Vec::new();
     for shard in &shards {
@@ -278,10 +278,10 @@ pub async fn describe(endpoint: &str, name: &str, format: Format) -> anyhow::Res
         "STARTING HASH KEY",
         "ENDING HASH KEY",
     ];
-    print!("{}", table(&headers, &rows));
-    println!();
+    crate::out!("{}", table(&headers, &rows));
+    crate::outln!();
     open.sort_by_key(|(_, start, _)| *start);
-    print!("{}", key_space_bar(&open));
+    crate::out!("{}", key_space_bar(&open));
     Ok(())
 }
 
@@ -400,7 +400,7 @@ pub async fn retention(
     match format {
         Format::Json => print_json(&answer),
         Format::Table => {
-            println!("retention of {name}: {current} h -> {hours} h");
+            crate::outln!("retention of {name}: {current} h -> {hours} h");
             Ok(())
         }
     }
@@ -412,7 +412,7 @@ pub async fn delete(endpoint: &str, name: &str, format: Format) -> anyhow::Resul
     match format {
         Format::Json => print_json(&answer),
         Format::Table => {
-            println!("deleted stream {name}");
+            crate::outln!("deleted stream {name}");
             Ok(())
         }
     }
@@ -428,7 +428,7 @@ async fn finish(
     match format {
         Format::Json => print_json(answer),
         Format::Table => {
-            println!("{message}\n");
+            crate::outln!("{message}\n");
             describe(endpoint, name, Format::Table).await
         }
     }
