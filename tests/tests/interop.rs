@@ -23,63 +23,16 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
-use shardline_testkit::{RawClient, TestServer, data_dir, request_frame};
+use shardline_testkit::{RawClient, TestServer, data_dir, request_frame, run_client_check};
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
 }
 
-/// Runs `program args…` with a hard outer timeout, killing it by PID if it overruns, and
-/// fails the test with its output on a non-zero exit.
+/// Runs one client check script from the interop directory (see
+/// `shardline_testkit::run_client_check`).
 fn run_check(name: &str, program: &Path, args: &[&str], timeout: Duration) {
-    assert!(
-        program.exists() || program.components().count() == 1,
-        "{name}: {} is missing; run `bash scripts/install-test-deps.sh` first",
-        program.display()
-    );
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(interop_dir())
-        .env("NODE_NO_WARNINGS", "1")
-        // cargo points LD_LIBRARY_PATH at the librdkafka that rdkafka-sys built; kcat must
-        // load its own (Debian's 2.0.2) to exercise the old exact-version checks.
-        .env_remove("LD_LIBRARY_PATH")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| {
-            panic!(
-                "{name}: could not start {} ({error}); run `bash scripts/install-test-deps.sh`",
-                program.display()
-            )
-        });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name}: no result within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!(
-        "--- {name} ({:.1} s)\n{stdout}",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        status.success(),
-        "{name} failed with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        stdout.lines().any(|line| line.starts_with("ok ")),
-        "{name} ran no check"
-    );
+    run_client_check(name, &interop_dir(), program, args, timeout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
