@@ -186,3 +186,206 @@ fn shardline_broker_offset(offset: i64) -> shardline_testkit::CommittedOffset {
         commit_timestamp_ms: 1,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_store_outage_delays_uploads_and_loses_nothing() {
+    let s3 = S3Server::start("bucket").await;
+    let configure = |config: &mut shardline::config::ServeConfig| {
+        s3.configure(config, "bucket", "outage");
+        config.tier.upload_interval_ms = 200;
+    };
+    let server = TestServer::start_in(data_dir(), configure).await;
+    let bootstrap = server.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = client_config(&bootstrap).create().unwrap();
+    let topic = NewTopic::new("flaky", 1, TopicReplication::Fixed(1))
+        .set("segment.bytes", "1048576")
+        .set("local.retention.ms", "0");
+    for result in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    let producer = producer(&bootstrap, &[("linger.ms", "5")]);
+    let mut placed = BTreeMap::new();
+    let mut produce = async |range: std::ops::Range<usize>| {
+        let mut deliveries = Vec::new();
+        for index in range {
+            let value = payload(index);
+            let record = FutureRecord::<(), [u8]>::to("flaky")
+                .payload(&value)
+                .partition(0);
+            deliveries.push((index, producer.send_result(record).expect("queued")));
+        }
+        for (index, delivery) in deliveries {
+            let delivery = delivery
+                .await
+                .unwrap()
+                .expect("producing goes on while the store is down");
+            placed.insert((delivery.partition, delivery.offset), index);
+        }
+    };
+    produce(0..640).await; // 5 MiB
+    s3.stop();
+    produce(640..1920).await; // 10 MiB more, with the store down
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let backlog = server.broker().tier_backlog().unwrap();
+    assert!(
+        backlog.segments > 0,
+        "segments wait while the store is down: {backlog:?}"
+    );
+    s3.restart();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server.broker().tier_backlog().unwrap().segments > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the backlog did not drain after the store came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = server.broker().tier_stats().unwrap();
+    assert!(
+        stats.retries + stats.upload_failures > 0,
+        "the outage was noticed: {stats:?}"
+    );
+    // Everything, once: from the bucket for the old part, from disk for the newest.
+    let received = tokio::task::spawn_blocking(move || {
+        consume(
+            &bootstrap,
+            "flaky",
+            1,
+            Offset::Beginning,
+            1920,
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(received.len(), 1920);
+    for (position, record) in received.iter().enumerate() {
+        assert_eq!(
+            record.offset, position as i64,
+            "dense offsets, no duplicates"
+        );
+        let index = placed[&(record.partition, record.offset)];
+        assert_eq!(record.payload.as_deref(), Some(payload(index).as_slice()));
+    }
+    server.stop().await;
+}
+
+/// Reads a Prometheus gauge from the server's /metrics.
+fn metric(http: std::net::SocketAddr, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_uploads_leaves_manifest_and_bucket_consistent() {
+    let s3 = S3Server::start("bucket").await;
+    let dir = data_dir();
+    let args = ["--object-store", "s3://bucket/crash"];
+    let server =
+        shardline_testkit::ServerProcess::spawn_with_env(dir.path(), &args, &s3.env()).unwrap();
+    let bootstrap = server.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = client_config(&bootstrap).create().unwrap();
+    let topic = NewTopic::new("crashy", 1, TopicReplication::Fixed(1))
+        .set("segment.bytes", "1048576")
+        .set("local.retention.ms", "0");
+    for result in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    let producer = producer(&bootstrap, &[("linger.ms", "5")]);
+    let mut placed = BTreeMap::new();
+    let mut deliveries = Vec::new();
+    for index in 0..2560 {
+        let value = payload(index); // 20 MiB in all
+        let record = FutureRecord::<(), [u8]>::to("crashy")
+            .payload(&value)
+            .partition(0);
+        deliveries.push((index, producer.send_result(record).expect("queued")));
+    }
+    for (index, delivery) in deliveries {
+        let delivery = delivery.await.unwrap().expect("acknowledged");
+        placed.insert(delivery.offset, index);
+    }
+    // Kill the server as soon as some segments are in the bucket and others still go up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s3.objects("bucket", "crash", ".log").len() < 3 {
+        assert!(Instant::now() < deadline, "no upload started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9();
+    drop(producer);
+    drop(admin);
+
+    let server =
+        shardline_testkit::ServerProcess::spawn_with_env(dir.path(), &args, &s3.env()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let backlog = metric(server.http_addr, "shardline_tier_upload_backlog_segments");
+        if backlog == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backlog {backlog:?} did not drain after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The manifest lists exactly the segment objects in the bucket, contiguously.
+    let manifests = s3.objects("bucket", "crash", "manifest.json");
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
+    let segments = manifest["segments"].as_array().unwrap();
+    let mut next = segments[0]["base_offset"].as_u64().unwrap();
+    for segment in segments {
+        assert_eq!(
+            segment["base_offset"].as_u64().unwrap(),
+            next,
+            "contiguous manifest"
+        );
+        next = segment["next_offset"].as_u64().unwrap();
+    }
+    assert_eq!(
+        s3.objects("bucket", "crash", ".log").len(),
+        segments.len(),
+        "no orphan segment objects"
+    );
+    // Every acknowledged record is there, once, in order.
+    let restarted = server.bootstrap();
+    let received = tokio::task::spawn_blocking(move || {
+        consume(
+            &restarted,
+            "crashy",
+            1,
+            Offset::Beginning,
+            2560,
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(received.len(), 2560);
+    for (position, record) in received.iter().enumerate() {
+        assert_eq!(record.offset, position as i64);
+        assert_eq!(
+            record.payload.as_deref(),
+            Some(payload(placed[&record.offset]).as_slice())
+        );
+    }
+    server.terminate().unwrap();
+}

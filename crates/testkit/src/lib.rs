@@ -153,7 +153,18 @@ impl ServerProcess {
     /// Starts `shardline serve` on `data_dir` with ephemeral loopback ports and `extra`
     /// arguments, and waits for its "listening" line.
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> anyhow::Result<ServerProcess> {
+        ServerProcess::spawn_with_env(data_dir, extra, &[])
+    }
+
+    /// As [`ServerProcess::spawn`], with extra environment variables (e.g. `AWS_*` for an
+    /// object store).
+    pub fn spawn_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<ServerProcess> {
         let mut child = Command::new(shardline_binary()?)
+            .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -376,13 +387,15 @@ pub fn run_client_check(name: &str, dir: &Path, program: &Path, args: &[&str], t
 }
 
 /// An S3 HTTP endpoint served in-process by s3s over s3s-fs (a real S3 protocol server,
-/// not a fake), on 127.0.0.1:0; it stops with the test's runtime.
+/// not a fake), on 127.0.0.1:0; it stops with the test's runtime. [`S3Server::stop`] and
+/// [`S3Server::restart`] simulate an outage on the same address and data.
 #[derive(Debug)]
 pub struct S3Server {
     /// Where objects live: one sub-directory per bucket.
     pub root: TempDir,
     /// The endpoint's address.
     pub addr: SocketAddr,
+    serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl S3Server {
@@ -393,33 +406,72 @@ impl S3Server {
 
     /// Starts the endpoint with an empty `bucket`.
     pub async fn start(bucket: &str) -> S3Server {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
         let root = tempfile::tempdir().expect("s3 root");
         std::fs::create_dir(root.path().join(bucket)).expect("bucket directory");
-        let fs = s3s_fs::FileSystem::new(root.path())
-            .unwrap_or_else(|error| panic!("s3s-fs: {error:?}"));
+        let listener = Self::listen("127.0.0.1:0".parse().expect("address"));
+        let addr = listener.local_addr().expect("s3 address");
+        let serving = Self::serve(root.path(), listener);
+        S3Server {
+            root,
+            addr,
+            serving: std::sync::Mutex::new(Some(serving)),
+        }
+    }
+
+    fn listen(addr: SocketAddr) -> tokio::net::TcpListener {
+        // SO_REUSEADDR: after an outage the same port must be bindable again at once.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("reuseaddr");
+        socket.bind(addr).expect("bind s3");
+        socket.listen(128).expect("listen s3")
+    }
+
+    fn serve(root: &Path, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let fs = s3s_fs::FileSystem::new(root).unwrap_or_else(|error| panic!("s3s-fs: {error:?}"));
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(
             Self::ACCESS_KEY,
             Self::SECRET_KEY,
         ));
         let service = builder.build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind s3");
-        let addr = listener.local_addr().expect("s3 address");
         tokio::spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Connections live in this set, so stopping the endpoint cuts them too.
+            let mut connections = tokio::task::JoinSet::new();
             while let Ok((socket, _)) = listener.accept().await {
                 let connection = http
                     .serve_connection(TokioIo::new(socket), service.clone())
                     .into_owned();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let _ = connection.await;
                 });
             }
-        });
-        S3Server { root, addr }
+        })
+    }
+
+    /// Stops answering: the listener closes and open connections are cut.
+    pub fn stop(&self) {
+        if let Some(serving) = self.serving.lock().expect("s3 state").take() {
+            serving.abort();
+        }
+    }
+
+    /// Serves again on the same address with the same data.
+    pub fn restart(&self) {
+        let listener = Self::listen(self.addr);
+        *self.serving.lock().expect("s3 state") = Some(Self::serve(self.root.path(), listener));
+    }
+
+    /// The AWS environment a server process needs to reach this endpoint.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", format!("http://{}", self.addr)),
+            ("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY.to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ]
     }
 
     /// Points a server config's `[tier]` at this endpoint, under `bucket/prefix`.
