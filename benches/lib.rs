@@ -236,6 +236,352 @@ pub fn mount_for_path(mounts: &str, path: &std::path::Path) -> Option<(String, S
         .max_by_key(|(_, mount_point, _)| mount_point.len())
 }
 
+// ---------------------------------------------------------------------------------------
+// Consumer-group mode: what member processes report, and its analysis
+// ---------------------------------------------------------------------------------------
+
+/// Wall-clock nanoseconds since the Unix epoch. Group members are separate processes, so
+/// this (not a process' monotonic `Instant`) is the clock their reports and the load
+/// generator's own events share.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// One line a consumer-group member process writes on its stdout, one event per line
+/// (`Display` writes it, [`MemberEvent::parse`] reads it back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberEvent {
+    /// `M`: a record the member's `poll` returned, with its verdict on the payload.
+    Record {
+        at_ns: u64,
+        partition: i32,
+        offset: i64,
+        producer: u32,
+        seq: u64,
+        len: usize,
+        /// The header and every body byte checked out.
+        intact: bool,
+    },
+    /// `A`: the member was assigned these partitions (eager protocol: its whole set).
+    Assigned { at_ns: u64, partitions: Vec<i32> },
+    /// `R`: its partitions were revoked.
+    Revoked { at_ns: u64 },
+    /// `C`: a synchronous OffsetCommit of these (partition, next offset) succeeded.
+    Committed {
+        at_ns: u64,
+        offsets: Vec<(i32, i64)>,
+    },
+    /// `F`: a commit failed.
+    CommitFailed { at_ns: u64, error: String },
+    /// `E`: any other error the client reported.
+    Error { at_ns: u64, error: String },
+    /// `L`: the member closed its consumer (LeaveGroup) between these times.
+    Left { started_ns: u64, done_ns: u64 },
+    /// `K`: the outcome of a timed loop of asynchronous commits.
+    CommitLoop {
+        ok: u64,
+        failed: u64,
+        partition_offsets: u64,
+        started_ns: u64,
+        done_ns: u64,
+    },
+}
+
+impl std::fmt::Display for MemberEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Error texts end the line and must not break it.
+        let clean = |text: &str| text.replace(['\n', '\r'], " ");
+        match self {
+            MemberEvent::Record {
+                at_ns,
+                partition,
+                offset,
+                producer,
+                seq,
+                len,
+                intact,
+            } => write!(
+                f,
+                "M {at_ns} {partition} {offset} {producer} {seq} {len} {}",
+                u8::from(*intact)
+            ),
+            MemberEvent::Assigned { at_ns, partitions } => {
+                write!(f, "A {at_ns} ")?;
+                if partitions.is_empty() {
+                    return write!(f, "-");
+                }
+                for (i, partition) in partitions.iter().enumerate() {
+                    write!(f, "{}{partition}", if i == 0 { "" } else { "," })?;
+                }
+                Ok(())
+            }
+            MemberEvent::Revoked { at_ns } => write!(f, "R {at_ns}"),
+            MemberEvent::Committed { at_ns, offsets } => {
+                write!(f, "C {at_ns} ")?;
+                if offsets.is_empty() {
+                    return write!(f, "-");
+                }
+                for (i, (partition, next)) in offsets.iter().enumerate() {
+                    write!(f, "{}{partition}:{next}", if i == 0 { "" } else { "," })?;
+                }
+                Ok(())
+            }
+            MemberEvent::CommitFailed { at_ns, error } => write!(f, "F {at_ns} {}", clean(error)),
+            MemberEvent::Error { at_ns, error } => write!(f, "E {at_ns} {}", clean(error)),
+            MemberEvent::Left {
+                started_ns,
+                done_ns,
+            } => write!(f, "L {started_ns} {done_ns}"),
+            MemberEvent::CommitLoop {
+                ok,
+                failed,
+                partition_offsets,
+                started_ns,
+                done_ns,
+            } => write!(
+                f,
+                "K {ok} {failed} {partition_offsets} {started_ns} {done_ns}"
+            ),
+        }
+    }
+}
+
+impl MemberEvent {
+    /// Parses one line written by `Display`; `None` for anything else.
+    pub fn parse(line: &str) -> Option<MemberEvent> {
+        let (tag, rest) = line.split_once(' ')?;
+        let mut words = rest.split(' ');
+        let mut next = || words.next();
+        fn num<T: std::str::FromStr>(word: Option<&str>) -> Option<T> {
+            word?.parse().ok()
+        }
+        let text = |rest: &str| {
+            let (at, error) = rest.split_once(' ').unwrap_or((rest, ""));
+            Some((at.parse().ok()?, error.to_string()))
+        };
+        Some(match tag {
+            "M" => MemberEvent::Record {
+                at_ns: num(next())?,
+                partition: num(next())?,
+                offset: num(next())?,
+                producer: num(next())?,
+                seq: num(next())?,
+                len: num(next())?,
+                intact: num::<u8>(next())? == 1,
+            },
+            "A" => {
+                let at_ns = num(next())?;
+                let list = next()?;
+                let partitions = if list == "-" {
+                    Vec::new()
+                } else {
+                    list.split(',')
+                        .map(|p| p.parse().ok())
+                        .collect::<Option<Vec<i32>>>()?
+                };
+                MemberEvent::Assigned { at_ns, partitions }
+            }
+            "R" => MemberEvent::Revoked {
+                at_ns: num(next())?,
+            },
+            "C" => {
+                let at_ns = num(next())?;
+                let list = next()?;
+                let offsets = if list == "-" {
+                    Vec::new()
+                } else {
+                    list.split(',')
+                        .map(|pair| {
+                            let (partition, next) = pair.split_once(':')?;
+                            Some((partition.parse().ok()?, next.parse().ok()?))
+                        })
+                        .collect::<Option<Vec<(i32, i64)>>>()?
+                };
+                MemberEvent::Committed { at_ns, offsets }
+            }
+            "F" => {
+                let (at_ns, error) = text(rest)?;
+                MemberEvent::CommitFailed { at_ns, error }
+            }
+            "E" => {
+                let (at_ns, error) = text(rest)?;
+                MemberEvent::Error { at_ns, error }
+            }
+            "L" => MemberEvent::Left {
+                started_ns: num(next())?,
+                done_ns: num(next())?,
+            },
+            "K" => MemberEvent::CommitLoop {
+                ok: num(next())?,
+                failed: num(next())?,
+                partition_offsets: num(next())?,
+                started_ns: num(next())?,
+                done_ns: num(next())?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// What [`Ledger::record`] made of one sighting of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sighting {
+    /// Its first delivery.
+    First,
+    /// Seen before, first by this member.
+    Duplicate { first_member: u16 },
+    /// From a producer or with a sequence number that was never expected.
+    Unexpected,
+}
+
+/// Which records (producer, sequence number) were delivered, and to whom first: the
+/// exactly-once check across the members of a group.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    producers: std::collections::HashMap<u32, ProducerLedger>,
+}
+
+#[derive(Debug, Default)]
+struct ProducerLedger {
+    /// Sequence numbers at or above this are unexpected.
+    limit: u64,
+    /// Per sequence number: 0 if unseen, else the first member's index + 1.
+    first_member: Vec<u16>,
+    unique: u64,
+}
+
+impl Ledger {
+    /// Expects records `0..limit` from `producer` (a limit not known yet can be generous:
+    /// the table grows with the highest sequence number seen).
+    pub fn expect(&mut self, producer: u32, limit: u64) {
+        self.producers.entry(producer).or_default().limit = limit;
+    }
+
+    /// Notes that `member` received record `seq` of `producer`.
+    pub fn record(&mut self, producer: u32, seq: u64, member: u16) -> Sighting {
+        let Some(ledger) = self.producers.get_mut(&producer) else {
+            return Sighting::Unexpected;
+        };
+        if seq >= ledger.limit || seq >= u64::from(u32::MAX) {
+            return Sighting::Unexpected;
+        }
+        let index = seq as usize;
+        if ledger.first_member.len() <= index {
+            let grown = (index + 1).max(ledger.first_member.len() * 2).max(1024);
+            ledger
+                .first_member
+                .resize(grown.min(ledger.limit.min(u64::from(u32::MAX)) as usize), 0);
+        }
+        match ledger.first_member[index] {
+            0 => {
+                ledger.first_member[index] = member.saturating_add(1);
+                ledger.unique += 1;
+                Sighting::First
+            }
+            first => Sighting::Duplicate {
+                first_member: first - 1,
+            },
+        }
+    }
+
+    /// Distinct records of `producer` delivered so far.
+    pub fn unique(&self, producer: u32) -> u64 {
+        self.producers.get(&producer).map_or(0, |l| l.unique)
+    }
+
+    /// Records `0..count` of `producer` never delivered.
+    pub fn missing(&self, producer: u32, count: u64) -> u64 {
+        let Some(ledger) = self.producers.get(&producer) else {
+            return count;
+        };
+        let seen = ledger
+            .first_member
+            .iter()
+            .take(count as usize)
+            .filter(|&&m| m != 0)
+            .count() as u64;
+        count - seen
+    }
+}
+
+/// One record received by a group member: when, from which partition, by whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub at_ns: u64,
+    pub partition: i32,
+    pub member: u16,
+}
+
+/// For each of `partitions`, when a member other than `gone` first received a record of
+/// it after `since_ns` (`None`: never). `receipts` must be sorted by time.
+pub fn resumed_at(
+    receipts: &[Receipt],
+    partitions: &[i32],
+    gone: u16,
+    since_ns: u64,
+) -> Vec<(i32, Option<u64>)> {
+    let start = receipts.partition_point(|r| r.at_ns <= since_ns);
+    partitions
+        .iter()
+        .map(|&partition| {
+            let first = receipts[start..]
+                .iter()
+                .find(|r| r.partition == partition && r.member != gone)
+                .map(|r| r.at_ns);
+            (partition, first)
+        })
+        .collect()
+}
+
+/// The longest time one of `partitions` went without a record received, within
+/// `from_ns..=to_ns`: the gaps between consecutive receipts, from `from_ns` to the first
+/// and from the last to `to_ns`. Returns (partition, nanoseconds) of the longest, the
+/// first partition on a tie. `receipts` must be sorted by time.
+pub fn longest_stall(
+    receipts: &[Receipt],
+    partitions: &[i32],
+    from_ns: u64,
+    to_ns: u64,
+) -> Option<(i32, u64)> {
+    let start = receipts.partition_point(|r| r.at_ns < from_ns);
+    let end = receipts.partition_point(|r| r.at_ns <= to_ns);
+    let window = &receipts[start..end.max(start)];
+    let mut longest: Option<(i32, u64)> = None;
+    for &partition in partitions {
+        let mut last = from_ns;
+        let mut gap = 0;
+        for receipt in window.iter().filter(|r| r.partition == partition) {
+            gap = gap.max(receipt.at_ns - last);
+            last = receipt.at_ns;
+        }
+        gap = gap.max(to_ns.saturating_sub(last));
+        if longest.is_none_or(|(_, best)| gap > best) {
+            longest = Some((partition, gap));
+        }
+    }
+    longest
+}
+
+/// Whether the members' assignments cover `0..partitions` with every partition exactly
+/// once (the group has settled on one generation's assignment).
+pub fn assignment_complete<'a>(
+    assignments: impl IntoIterator<Item = &'a [i32]>,
+    partitions: i32,
+) -> bool {
+    let mut owners = vec![0u32; partitions.max(0) as usize];
+    for assignment in assignments {
+        for &partition in assignment {
+            match owners.get_mut(partition as usize) {
+                Some(count) if partition >= 0 => *count += 1,
+                _ => return false,
+            }
+        }
+    }
+    owners.iter().all(|&count| count == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +699,154 @@ mod tests {
         assert_eq!(mb_per_s(2_000_000, Duration::from_secs(2)), 1.0);
         assert_eq!(mb_per_s(1, Duration::ZERO), 0.0);
         assert_eq!(round3(1.23456), 1.235);
+    }
+
+    #[test]
+    fn member_events_round_trip() {
+        let events = [
+            MemberEvent::Record {
+                at_ns: 1_700_000_000_123_456_789,
+                partition: 3,
+                offset: 42,
+                producer: 1,
+                seq: 99,
+                len: 1024,
+                intact: true,
+            },
+            MemberEvent::Record {
+                at_ns: 5,
+                partition: 0,
+                offset: 0,
+                producer: u32::MAX,
+                seq: 0,
+                len: 3,
+                intact: false,
+            },
+            MemberEvent::Assigned {
+                at_ns: 7,
+                partitions: vec![0, 4, 5],
+            },
+            MemberEvent::Assigned {
+                at_ns: 8,
+                partitions: vec![],
+            },
+            MemberEvent::Revoked { at_ns: 9 },
+            MemberEvent::Committed {
+                at_ns: 10,
+                offsets: vec![(1, 100), (2, 7)],
+            },
+            MemberEvent::Committed {
+                at_ns: 11,
+                offsets: vec![],
+            },
+            MemberEvent::CommitFailed {
+                at_ns: 12,
+                error: "Broker: Rebalance in progress".into(),
+            },
+            MemberEvent::Error {
+                at_ns: 13,
+                error: String::new(),
+            },
+            MemberEvent::Left {
+                started_ns: 14,
+                done_ns: 15,
+            },
+            MemberEvent::CommitLoop {
+                ok: 1000,
+                failed: 2,
+                partition_offsets: 2000,
+                started_ns: 16,
+                done_ns: 17,
+            },
+        ];
+        for event in events {
+            let line = event.to_string();
+            assert!(!line.contains('\n'), "{line:?}");
+            assert_eq!(MemberEvent::parse(&line), Some(event), "{line:?}");
+        }
+        let multi_line = MemberEvent::Error {
+            at_ns: 1,
+            error: "two\nlines".into(),
+        };
+        assert_eq!(
+            MemberEvent::parse(&multi_line.to_string()),
+            Some(MemberEvent::Error {
+                at_ns: 1,
+                error: "two lines".into()
+            })
+        );
+        assert_eq!(MemberEvent::parse("M 1 2 3"), None);
+        assert_eq!(MemberEvent::parse("Z 1"), None);
+        assert_eq!(MemberEvent::parse("A 1 x,2"), None);
+        assert_eq!(MemberEvent::parse(""), None);
+    }
+
+    #[test]
+    fn ledger_counts_first_sightings_and_duplicates() {
+        let mut ledger = Ledger::default();
+        ledger.expect(0, 3);
+        ledger.expect(7, u64::MAX);
+        assert_eq!(ledger.record(0, 0, 2), Sighting::First);
+        assert_eq!(ledger.record(0, 2, 1), Sighting::First);
+        assert_eq!(
+            ledger.record(0, 0, 1),
+            Sighting::Duplicate { first_member: 2 }
+        );
+        assert_eq!(ledger.record(0, 3, 1), Sighting::Unexpected);
+        assert_eq!(ledger.record(1, 0, 1), Sighting::Unexpected);
+        assert_eq!(ledger.unique(0), 2);
+        assert_eq!(ledger.missing(0, 3), 1);
+        // A producer whose count is not known yet grows its table.
+        assert_eq!(ledger.record(7, 5000, 0), Sighting::First);
+        assert_eq!(ledger.record(7, 4999, 0), Sighting::First);
+        assert_eq!(
+            ledger.record(7, 5000, 3),
+            Sighting::Duplicate { first_member: 0 }
+        );
+        assert_eq!(ledger.unique(7), 2);
+        assert_eq!(ledger.missing(7, 5001), 4999);
+        assert_eq!(ledger.missing(9, 4), 4);
+    }
+
+    #[test]
+    fn resumption_and_stalls() {
+        let r = |at_ns, partition, member| Receipt {
+            at_ns,
+            partition,
+            member,
+        };
+        let receipts = [
+            r(10, 0, 0),
+            r(10, 1, 1),
+            r(20, 0, 0),
+            r(25, 1, 1),
+            r(40, 1, 0),
+            r(50, 0, 0),
+            r(55, 1, 0),
+        ];
+        // Member 1 left at 30: partition 1 resumed with member 0 at 40, partition 0 (not
+        // its) is not asked about; a partition nobody received is None.
+        assert_eq!(
+            resumed_at(&receipts, &[1, 2], 1, 30),
+            vec![(1, Some(40)), (2, None)]
+        );
+        // Receipts by the member that left do not count, nor those at the instant itself.
+        assert_eq!(resumed_at(&receipts, &[1], 1, 10), vec![(1, Some(40))]);
+        assert_eq!(resumed_at(&receipts, &[0], 1, 10), vec![(0, Some(20))]);
+        // Between 15 and 60: partition 0 has gaps 5, 30, 10; partition 1 has 10, 15, 15, 5.
+        assert_eq!(longest_stall(&receipts, &[0, 1], 15, 60), Some((0, 30)));
+        // A partition without any receipt stalls for the whole window.
+        assert_eq!(longest_stall(&receipts, &[0, 3], 15, 60), Some((3, 45)));
+        assert_eq!(longest_stall(&receipts, &[], 15, 60), None);
+    }
+
+    #[test]
+    fn complete_assignments() {
+        assert!(assignment_complete([&[0, 2][..], &[1][..], &[][..]], 3));
+        assert!(!assignment_complete([&[0, 2][..]], 3));
+        assert!(!assignment_complete([&[0, 1][..], &[1, 2][..]], 3));
+        assert!(!assignment_complete([&[0, 1, 2, 3][..]], 3));
+        assert!(!assignment_complete([&[-1, 0, 1, 2][..]], 3));
+        assert!(assignment_complete(std::iter::empty::<&[i32]>(), 0));
     }
 }

@@ -9,27 +9,43 @@
 //! - `latency`: produce at a fixed rate (default: a quarter of the peak measured by a
 //!   short produce phase) while a consumer reads the same topic; report ack and
 //!   end-to-end latency.
+//! - `group`: a consumer group of G members (each its own process) reading a topic of P
+//!   partitions: throughput with one synchronous commit per poll batch and an
+//!   exactly-once check; the time until a member's partitions are consumed again after it
+//!   leaves and after it is SIGKILLed; and the coordinator's OffsetCommit rate, from
+//!   librdkafka members and from raw pipelined requests.
 //!
 //! Progress goes to stderr; exactly one JSON line with every figure goes to stdout.
 //! See benches/README.md.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use clap::{Parser, ValueEnum};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    GroupId, OffsetCommitRequest, OffsetCommitResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{
+    Decodable as _, Encodable as _, HeaderVersion as _, Request as _, StrBytes,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer as _, ProducerContext,
     ThreadedProducer,
@@ -37,9 +53,12 @@ use rdkafka::producer::{
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use shardline_bench::{
-    LatencySummary, PAYLOAD_HEADER_BYTES, PayloadHeader, check_payload, fill_payload, mb_per_s,
-    mount_for_path, proc_field, read_header, round3, set_sent_ns, stat_cpu_ticks, summary_json,
+    LatencySummary, Ledger, MemberEvent, PAYLOAD_HEADER_BYTES, PayloadHeader, Receipt, Sighting,
+    assignment_complete, check_payload, fill_payload, longest_stall, mb_per_s, mount_for_path,
+    proc_field, read_header, resumed_at, round3, set_sent_ns, stat_cpu_ticks, summary_json,
+    wall_ns,
 };
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Semaphore;
 
 /// Producer index marking warm-up records, which consumers skip.
@@ -49,6 +68,10 @@ const TARGET_PRODUCE_VS_DISK: f64 = 0.5;
 const TARGET_RSS_MIB: f64 = 512.0;
 const TARGET_ACK_P99_US: u64 = 10_000;
 const TARGET_E2E_P50_US: u64 = 5_000;
+/// Group mode: OffsetCommit requests per second the coordinator should sustain.
+const TARGET_COMMITS_PER_S: f64 = 20_000.0;
+/// Group mode: a rebalance should complete within this many times the clients' timeout.
+const TARGET_REBALANCE_FACTOR: u64 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -57,6 +80,9 @@ enum Mode {
     Produce,
     /// Ack and end-to-end latency at a fixed produce rate.
     Latency,
+    /// A consumer group: throughput, rebalance times after a leave and a crash, and the
+    /// coordinator's commit rate.
+    Group,
 }
 
 impl Mode {
@@ -64,6 +90,7 @@ impl Mode {
         match self {
             Mode::Produce => "produce",
             Mode::Latency => "latency",
+            Mode::Group => "group",
         }
     }
 }
@@ -116,8 +143,11 @@ struct Args {
     /// and send time).
     #[arg(long, default_value_t = 1024)]
     record_bytes: usize,
-    /// Partitions of the topic created for the run.
-    #[arg(long, default_value_t = 8)]
+    /// Partitions of the topic created for the run [default: 8; 6 in group mode].
+    #[arg(long = "partitions")]
+    partitions_flag: Option<i32>,
+    /// `--partitions` or the mode's default (filled in after parsing).
+    #[arg(skip)]
     partitions: i32,
     /// Independent producer instances (each its own librdkafka client and connection).
     #[arg(long, default_value_t = 1)]
@@ -163,6 +193,58 @@ struct Args {
     /// Seconds between progress lines on stderr.
     #[arg(long, default_value_t = 2.0)]
     progress_secs: f64,
+    /// Group mode: consumer-group members, each a child process of its own.
+    #[arg(long, default_value_t = 3)]
+    group_members: usize,
+    /// Group mode: the members' session.timeout.ms (the server accepts 6000 and more
+    /// unless --spawn-server lowers its minimum to this).
+    #[arg(long, default_value_t = 6000)]
+    session_timeout_ms: u32,
+    /// Group mode: the members' heartbeat.interval.ms [default: session timeout / 3].
+    #[arg(long)]
+    heartbeat_interval_ms: Option<u32>,
+    /// Group mode: the members' max.poll.interval.ms, which librdkafka also sends as the
+    /// rebalance timeout.
+    #[arg(long, default_value_t = 10_000)]
+    max_poll_interval_ms: u32,
+    /// Group mode with --spawn-server: the server's [groups] initial_rebalance_delay_ms.
+    #[arg(long, default_value_t = 500)]
+    initial_rebalance_delay_ms: u32,
+    /// Group mode: most records a member processes between two commits (one poll batch).
+    #[arg(long, default_value_t = 5000)]
+    commit_batch_max: usize,
+    /// Group mode: records per second produced while members leave and die.
+    #[arg(long, default_value_t = 2000.0)]
+    rebalance_rate: f64,
+    /// Group mode: seconds of undisturbed consuming before each leave or kill and after.
+    #[arg(long, default_value_t = 3.0)]
+    steady_secs: f64,
+    /// Group mode: numbers of librdkafka members committing in a loop, one measurement
+    /// each, on a topic with one partition per member (comma-separated; 0 alone skips).
+    #[arg(long, value_delimiter = ',', default_values_t = [4, 16])]
+    commit_members: Vec<usize>,
+    /// Group mode: commits per round of those members: this many minus one with
+    /// CommitMode::Async, then one with CommitMode::Sync that waits for them all.
+    #[arg(long, default_value_t = 32)]
+    commit_window: u64,
+    /// Group mode: numbers of connections sending raw OffsetCommit requests, one
+    /// measurement each (comma-separated; 0 alone skips them).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16, 64])]
+    commit_connections: Vec<usize>,
+    /// Group mode: raw OffsetCommit requests in flight per connection (the server reads
+    /// at most 64 ahead).
+    #[arg(long, default_value_t = 8)]
+    commit_pipeline: usize,
+    /// Group mode: seconds each commit-rate measurement lasts.
+    #[arg(long, default_value_t = 5.0)]
+    commit_seconds: f64,
+}
+
+impl Args {
+    fn heartbeat_interval_ms(&self) -> u32 {
+        self.heartbeat_interval_ms
+            .unwrap_or((self.session_timeout_ms / 3).max(1))
+    }
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -387,7 +469,11 @@ impl std::fmt::Debug for ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(binary: &Path, data_root: &Path) -> anyhow::Result<ServerProcess> {
+    fn start(
+        binary: &Path,
+        data_root: &Path,
+        extra_args: &[OsString],
+    ) -> anyhow::Result<ServerProcess> {
         let data_dir = tempfile::Builder::new()
             .prefix("server-")
             .tempdir_in(data_root)
@@ -398,6 +484,7 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -1781,6 +1868,1876 @@ async fn latency_mode(
 }
 
 // ---------------------------------------------------------------------------------------
+// Group mode: the member process
+// ---------------------------------------------------------------------------------------
+
+/// Set (to the member's settings, as JSON) when this program runs as one consumer-group
+/// member, a child process of a group-mode run. See `member_main`.
+const MEMBER_ENV: &str = "SHARDLINE_BENCH_MEMBER";
+/// Producer index of the records written while members leave and die.
+const REBALANCE_PRODUCER: u32 = 1_000_000;
+/// Producer index a member reports for a record whose header does not parse.
+const BAD_PRODUCER: u32 = u32::MAX - 1;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// librdkafka settings of a group member.
+fn member_settings(args: &Args, group: &str, from_latest: bool) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = [
+        ("group.id", group.to_string()),
+        ("enable.auto.commit", "false".to_string()),
+        ("enable.auto.offset.store", "false".to_string()),
+        ("enable.partition.eof", "false".to_string()),
+        (
+            "auto.offset.reset",
+            if from_latest { "latest" } else { "earliest" }.to_string(),
+        ),
+        ("session.timeout.ms", args.session_timeout_ms.to_string()),
+        (
+            "heartbeat.interval.ms",
+            args.heartbeat_interval_ms().to_string(),
+        ),
+        (
+            "max.poll.interval.ms",
+            args.max_poll_interval_ms.to_string(),
+        ),
+        ("fetch.wait.max.ms", "100".to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect();
+    settings.extend(args.consumer_config.iter().cloned());
+    settings
+}
+
+/// The server's `[groups]` settings for a group-mode run: the initial rebalance delay
+/// asked for, and a session-timeout floor that admits the members' timeout.
+fn group_server_config(args: &Args) -> String {
+    format!(
+        "# Written by shardline-bench --mode group.\n[groups]\ninitial_rebalance_delay_ms = {}\nsession_timeout_ms_min = {}\n",
+        args.initial_rebalance_delay_ms,
+        args.session_timeout_ms.min(6000)
+    )
+}
+
+/// What a member is told on its stdin.
+#[derive(Debug)]
+enum MemberCommand {
+    /// Close the consumer (LeaveGroup) and exit.
+    Leave,
+    /// Commit asynchronously in a loop for `seconds`, `window` commits in flight.
+    Commit { seconds: f64, window: u64 },
+}
+
+/// State of a member process shared by its poll loop and its rebalance and commit
+/// callbacks.
+struct MemberShared {
+    out: Mutex<std::io::BufWriter<std::io::Stdout>>,
+    topic: String,
+    /// Next offset per partition of the records processed but not committed yet.
+    pending: Mutex<BTreeMap<i32, i64>>,
+    assigned: Mutex<Vec<i32>>,
+    /// Asynchronous commits that failed, from librdkafka's COMMITFAIL log lines.
+    async_commit_failures: AtomicU64,
+}
+
+impl MemberShared {
+    fn emit(&self, event: &MemberEvent) {
+        let mut out = lock(&self.out);
+        let _ = writeln!(out, "{event}");
+    }
+
+    fn flush(&self) {
+        let _ = lock(&self.out).flush();
+    }
+
+    /// Commits the pending offsets with one synchronous OffsetCommit and reports it.
+    ///
+    /// The records are reported (flushed) before the commit is sent, so a member killed
+    /// at any moment has reported every record whose offset it committed: the load
+    /// generator can tell a record redelivered because its commit never happened from a
+    /// real duplicate.
+    fn commit_pending(&self, consumer: &BaseConsumer<MemberContext>) {
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        if pending.is_empty() {
+            return;
+        }
+        self.flush();
+        let mut offsets = TopicPartitionList::with_capacity(pending.len());
+        for (&partition, &next) in &pending {
+            if let Err(error) =
+                offsets.add_partition_offset(&self.topic, partition, Offset::Offset(next))
+            {
+                self.emit(&MemberEvent::CommitFailed {
+                    at_ns: wall_ns(),
+                    error: error.to_string(),
+                });
+                return;
+            }
+        }
+        let event = match consumer.commit(&offsets, CommitMode::Sync) {
+            Ok(()) => MemberEvent::Committed {
+                at_ns: wall_ns(),
+                offsets: pending.into_iter().collect(),
+            },
+            Err(error) => MemberEvent::CommitFailed {
+                at_ns: wall_ns(),
+                error: error.to_string(),
+            },
+        };
+        self.emit(&event);
+    }
+}
+
+struct MemberContext {
+    shared: Arc<MemberShared>,
+}
+
+impl ClientContext for MemberContext {
+    /// librdkafka's own log lines (warnings and errors; everything with
+    /// `--consumer-config debug=cgrp` and the like) on the member's stderr, which the
+    /// load generator echoes.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // Without a result callback (see `member_commit_loop`), librdkafka logs each
+        // failed asynchronous commit.
+        if facility == "COMMITFAIL" {
+            let failures = self
+                .shared
+                .async_commit_failures
+                .fetch_add(1, Ordering::Relaxed);
+            if failures >= 5 {
+                return;
+            }
+        }
+        eprintln!("librdkafka {level:?} {facility}: {message}");
+    }
+}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // The usual place to commit what was processed before partitions go to another
+        // member. Normally empty: every poll batch is committed as it ends.
+        if let Rebalance::Revoke(_) = rebalance {
+            self.shared.commit_pending(consumer);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let at_ns = wall_ns();
+        let event = match rebalance {
+            Rebalance::Assign(assignment) => {
+                let mut partitions: Vec<i32> = assignment
+                    .elements()
+                    .iter()
+                    .map(|element| element.partition())
+                    .collect();
+                partitions.sort_unstable();
+                lock(&self.shared.assigned).clone_from(&partitions);
+                MemberEvent::Assigned { at_ns, partitions }
+            }
+            Rebalance::Revoke(_) => {
+                lock(&self.shared.assigned).clear();
+                MemberEvent::Revoked { at_ns }
+            }
+            Rebalance::Error(error) => MemberEvent::Error {
+                at_ns,
+                error: format!("rebalance: {error}"),
+            },
+        };
+        self.shared.emit(&event);
+        self.shared.flush();
+    }
+}
+
+/// Entry point of a member process: `spec` holds the bootstrap address, topic, record
+/// size, batch cap and librdkafka settings. Reports go to stdout as [`MemberEvent`]
+/// lines; commands come on stdin, and its end means leave.
+fn member_main(spec: &str) -> ExitCode {
+    match run_member(spec) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("member error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_member(spec: &str) -> anyhow::Result<()> {
+    let spec: Value = serde_json::from_str(spec).context("parsing the member settings")?;
+    let text = |key: &str| {
+        spec[key]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("member settings lack {key}"))
+    };
+    let number = |key: &str| {
+        spec[key]
+            .as_u64()
+            .with_context(|| format!("member settings lack {key}"))
+    };
+    let (bootstrap, topic) = (text("bootstrap")?, text("topic")?);
+    let record_bytes = number("record_bytes")? as usize;
+    let batch_max = number("batch_max")?.max(1) as usize;
+    let shared = Arc::new(MemberShared {
+        out: Mutex::new(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        )),
+        topic: topic.clone(),
+        pending: Mutex::default(),
+        assigned: Mutex::default(),
+        async_commit_failures: AtomicU64::new(0),
+    });
+    let mut config = client_config(&bootstrap);
+    for (key, value) in spec["settings"].as_object().into_iter().flatten() {
+        config.set(key, value.as_str().unwrap_or_default());
+    }
+    // rdkafka passes its own level (from the `log` crate, which nothing here sets up) to
+    // librdkafka after creating the client: ask for warnings, or everything when a
+    // `debug` context was set.
+    config.set_log_level(if spec["settings"].get("debug").is_some() {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    });
+    let consumer: BaseConsumer<MemberContext> = config
+        .create_with_context(MemberContext {
+            shared: Arc::clone(&shared),
+        })
+        .context("creating the consumer")?;
+    consumer.subscribe(&[&topic]).context("subscribing")?;
+
+    let (command_tx, commands) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let command = match words[..] {
+                ["leave"] => MemberCommand::Leave,
+                ["commit", seconds, window] => match (seconds.parse(), window.parse()) {
+                    (Ok(seconds), Ok(window)) => MemberCommand::Commit { seconds, window },
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            if command_tx.send(command).is_err() {
+                return;
+            }
+        }
+        // End of stdin (the load generator is gone): leave.
+        let _ = command_tx.send(MemberCommand::Leave);
+    });
+
+    let mut scratch = Vec::with_capacity(record_bytes);
+    loop {
+        match commands.try_recv() {
+            Ok(MemberCommand::Leave) | Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            Ok(MemberCommand::Commit { seconds, window }) => {
+                member_commit_loop(&consumer, &shared, seconds, window);
+                continue;
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+        }
+        // One poll batch: what librdkafka has already fetched when asked, up to
+        // batch_max records; then one commit for the batch.
+        let mut records = 0usize;
+        let mut next = consumer.poll(Duration::from_millis(100));
+        while let Some(result) = next {
+            match result {
+                Ok(message) => {
+                    member_record(&shared, &message, &mut scratch);
+                    records += 1;
+                }
+                Err(error) => {
+                    shared.emit(&MemberEvent::Error {
+                        at_ns: wall_ns(),
+                        error: error.to_string(),
+                    });
+                    break;
+                }
+            }
+            if records >= batch_max {
+                break;
+            }
+            next = consumer.poll(Duration::ZERO);
+        }
+        if records > 0 {
+            shared.commit_pending(&consumer);
+        }
+        shared.flush();
+    }
+    shared.flush();
+    let started_ns = wall_ns();
+    // Closes the consumer: revokes (committing anything pending), sends LeaveGroup.
+    drop(consumer);
+    let done_ns = wall_ns();
+    shared.emit(&MemberEvent::Left {
+        started_ns,
+        done_ns,
+    });
+    shared.flush();
+    Ok(())
+}
+
+/// Checks and reports one record, and notes its offset as pending commit.
+fn member_record(shared: &MemberShared, message: &BorrowedMessage<'_>, scratch: &mut Vec<u8>) {
+    let (partition, offset) = (message.partition(), message.offset());
+    lock(&shared.pending).insert(partition, offset + 1);
+    let payload = message.payload().unwrap_or_default();
+    let at_ns = wall_ns();
+    let (producer, seq, intact) = match read_header(payload) {
+        Ok(header) if header.producer == WARMUP_PRODUCER => return,
+        Ok(header) => (
+            header.producer,
+            header.seq,
+            check_payload(payload, scratch).is_ok(),
+        ),
+        Err(_) => (BAD_PRODUCER, offset as u64, false),
+    };
+    shared.emit(&MemberEvent::Record {
+        at_ns,
+        partition,
+        offset,
+        producer,
+        seq,
+        len: payload.len(),
+        intact,
+    });
+}
+
+/// Commits the assigned partitions in a loop for `seconds`, then reports the counts. Each
+/// commit stores a new offset (a counter) for every assigned partition.
+///
+/// The commits go in rounds of `round`: `round - 1` with `CommitMode::Async`, then one
+/// with `CommitMode::Sync`. rust-rdkafka never hands the results of asynchronous commits
+/// to the application (its `BaseConsumer` uses librdkafka's event API without an
+/// offset-commit callback; rust-rdkafka issue #856), so the synchronous one is the fence:
+/// librdkafka sends a member's commits in order on its one coordinator connection and the
+/// answers come back in order, so when it returns, every commit before it was answered.
+/// Failed asynchronous commits are counted from librdkafka's COMMITFAIL log lines.
+fn member_commit_loop(
+    consumer: &BaseConsumer<MemberContext>,
+    shared: &MemberShared,
+    seconds: f64,
+    round: u64,
+) {
+    let failures_before = shared.async_commit_failures.load(Ordering::Relaxed);
+    let started_ns = wall_ns();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let (mut accepted, mut failed, mut offsets, mut counter) = (0u64, 0u64, 0u64, 0i64);
+    let mut last_partitions = 0u64;
+    while Instant::now() < deadline {
+        let partitions = lock(&shared.assigned).clone();
+        if partitions.is_empty() {
+            let _ = consumer.poll(Duration::from_millis(10));
+            continue;
+        }
+        last_partitions = partitions.len() as u64;
+        for i in 0..round.max(1) {
+            counter += 1;
+            let mut list = TopicPartitionList::with_capacity(partitions.len());
+            for &partition in &partitions {
+                let _ =
+                    list.add_partition_offset(&shared.topic, partition, Offset::Offset(counter));
+            }
+            let mode = if i + 1 == round.max(1) {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            };
+            match consumer.commit(&list, mode) {
+                Ok(()) => {
+                    accepted += 1;
+                    offsets += last_partitions;
+                }
+                Err(error) => {
+                    if failed == 0 {
+                        shared.emit(&MemberEvent::CommitFailed {
+                            at_ns: wall_ns(),
+                            error: error.to_string(),
+                        });
+                    }
+                    failed += 1;
+                }
+            }
+        }
+        // Serves what is queued: log lines (COMMITFAIL), a rebalance.
+        for _ in 0..16 {
+            let _ = consumer.poll(Duration::ZERO);
+        }
+    }
+    let done_ns = wall_ns();
+    // Log lines of the last round.
+    let until = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < until {
+        let _ = consumer.poll(Duration::from_millis(20));
+    }
+    let async_failed = shared.async_commit_failures.load(Ordering::Relaxed) - failures_before;
+    shared.emit(&MemberEvent::CommitLoop {
+        ok: accepted.saturating_sub(async_failed),
+        failed: failed + async_failed,
+        partition_offsets: offsets.saturating_sub(async_failed * last_partitions),
+        started_ns,
+        done_ns,
+    });
+    shared.flush();
+}
+
+// ---------------------------------------------------------------------------------------
+// Group mode: the load generator's side
+// ---------------------------------------------------------------------------------------
+
+/// What the load generator knows of one member, from its reports.
+#[derive(Debug, Default)]
+struct MemberState {
+    name: String,
+    pid: u32,
+    /// Its partitions, as of its last rebalance event.
+    assignment: Vec<i32>,
+    /// Whether its last rebalance event was an assignment (not a revocation).
+    assigned: bool,
+    /// Every assignment: when, and which partitions.
+    assignments: Vec<(u64, Vec<i32>)>,
+    revocations: u64,
+    last_rebalance_ns: u64,
+    /// Per partition, the next offset of its last successful commit.
+    committed: HashMap<i32, i64>,
+    commits: u64,
+    commit_failures: u64,
+    first_commit_failure: Option<String>,
+    records: u64,
+    errors: u64,
+    left: Option<(u64, u64)>,
+    commit_loop: Option<MemberEvent>,
+    exited: bool,
+}
+
+/// A record delivered more than once.
+#[derive(Debug, Clone, Copy)]
+struct Duplicate {
+    producer: u32,
+    seq: u64,
+    partition: i32,
+    offset: i64,
+    first_member: u16,
+    member: u16,
+}
+
+/// Everything the members reported, folded as it arrives.
+#[derive(Debug, Default)]
+struct GroupTracker {
+    record_bytes: usize,
+    members: Vec<MemberState>,
+    ledger: Ledger,
+    /// Producers of the throughput phase are `0..phase1_producers`.
+    phase1_producers: u32,
+    phase1_first_ns: Option<u64>,
+    phase1_last_ns: u64,
+    /// Records reported, duplicates included.
+    received: u64,
+    bad_payloads: u64,
+    wrong_size: u64,
+    unexpected: u64,
+    duplicates: Vec<Duplicate>,
+    /// Receipts of the rebalance phase's records, in arrival order.
+    receipts: Vec<Receipt>,
+    first_problem: Option<String>,
+}
+
+impl GroupTracker {
+    fn problem(&mut self, what: String) {
+        self.first_problem.get_or_insert(what);
+    }
+
+    fn apply(&mut self, member: u16, event: MemberEvent) {
+        let index = usize::from(member);
+        match event {
+            MemberEvent::Record {
+                at_ns,
+                partition,
+                offset,
+                producer,
+                seq,
+                len,
+                intact,
+            } => {
+                self.received += 1;
+                self.members[index].records += 1;
+                if len != self.record_bytes {
+                    self.wrong_size += 1;
+                    self.problem(format!(
+                        "partition {partition} offset {offset}: {len} bytes"
+                    ));
+                }
+                if !intact {
+                    self.bad_payloads += 1;
+                    self.problem(format!(
+                        "partition {partition} offset {offset}: payload does not match"
+                    ));
+                    return;
+                }
+                match self.ledger.record(producer, seq, member) {
+                    Sighting::First => {}
+                    Sighting::Duplicate { first_member } => self.duplicates.push(Duplicate {
+                        producer,
+                        seq,
+                        partition,
+                        offset,
+                        first_member,
+                        member,
+                    }),
+                    Sighting::Unexpected => {
+                        self.unexpected += 1;
+                        self.problem(format!("unexpected producer {producer} seq {seq}"));
+                    }
+                }
+                if producer < self.phase1_producers {
+                    self.phase1_first_ns =
+                        Some(self.phase1_first_ns.map_or(at_ns, |f| f.min(at_ns)));
+                    self.phase1_last_ns = self.phase1_last_ns.max(at_ns);
+                } else if producer == REBALANCE_PRODUCER {
+                    self.receipts.push(Receipt {
+                        at_ns,
+                        partition,
+                        member,
+                    });
+                }
+            }
+            MemberEvent::Assigned { at_ns, partitions } => {
+                let state = &mut self.members[index];
+                state.assignment.clone_from(&partitions);
+                state.assigned = true;
+                state.assignments.push((at_ns, partitions));
+                state.last_rebalance_ns = at_ns;
+            }
+            MemberEvent::Revoked { at_ns } => {
+                let state = &mut self.members[index];
+                state.assignment.clear();
+                state.assigned = false;
+                state.revocations += 1;
+                state.last_rebalance_ns = at_ns;
+            }
+            MemberEvent::Committed { offsets, .. } => {
+                let state = &mut self.members[index];
+                state.commits += 1;
+                state.committed.extend(offsets);
+            }
+            MemberEvent::CommitFailed { error, .. } => {
+                let state = &mut self.members[index];
+                state.commit_failures += 1;
+                state.first_commit_failure.get_or_insert(error);
+            }
+            MemberEvent::Error { .. } => self.members[index].errors += 1,
+            MemberEvent::Left {
+                started_ns,
+                done_ns,
+            } => self.members[index].left = Some((started_ns, done_ns)),
+            event @ MemberEvent::CommitLoop { .. } => {
+                self.members[index].commit_loop = Some(event);
+            }
+        }
+    }
+
+    /// Commits (successful, failed) reported by every member so far.
+    fn commit_counts(&self) -> (u64, u64) {
+        self.members.iter().fold((0, 0), |(ok, failed), m| {
+            (ok + m.commits, failed + m.commit_failures)
+        })
+    }
+
+    /// Whether the `live` members hold one complete assignment and none of them has seen
+    /// a rebalance event for `quiet`.
+    fn settled(&self, live: &[u16], partitions: i32, quiet: Duration) -> bool {
+        let members: Vec<&MemberState> = live
+            .iter()
+            .map(|&i| &self.members[usize::from(i)])
+            .collect();
+        let last = members
+            .iter()
+            .map(|m| m.last_rebalance_ns)
+            .max()
+            .unwrap_or(0);
+        members.iter().all(|m| m.assigned)
+            && assignment_complete(members.iter().map(|m| m.assignment.as_slice()), partitions)
+            && wall_ns().saturating_sub(last) >= quiet.as_nanos() as u64
+    }
+}
+
+/// A member process, seen from the load generator. Dropping it closes its stdin (the
+/// member leaves the group and exits), and kills it if it has not exited within 15 s.
+struct GroupMember {
+    index: u16,
+    pid: u32,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupMember {
+    fn spawn(
+        name: &str,
+        spec: &Value,
+        tracker: &Arc<Mutex<GroupTracker>>,
+    ) -> anyhow::Result<GroupMember> {
+        let mut spec = spec.clone();
+        spec["settings"]["client.id"] = json!(name);
+        let mut command = Command::new(std::env::current_exe().context("this program's path")?);
+        command
+            .env(MEMBER_ENV, spec.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Its own process group, like the server: Ctrl-C reaches only us.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting member {name}"))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().context("member stdout")?;
+        let stderr = child.stderr.take().context("member stderr")?;
+        let stdin = child.stdin.take();
+        let index = {
+            let mut tracker = lock(tracker);
+            tracker.members.push(MemberState {
+                name: name.to_string(),
+                pid,
+                ..MemberState::default()
+            });
+            u16::try_from(tracker.members.len() - 1).context("too many members")?
+        };
+        let label = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{label}] {line}");
+            }
+        });
+        let tracker = Arc::clone(tracker);
+        let label = name.to_string();
+        let reader = std::thread::spawn(move || {
+            let mut shown = 0;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                match MemberEvent::parse(&line) {
+                    Some(event) => {
+                        if let MemberEvent::Error { error, .. }
+                        | MemberEvent::CommitFailed { error, .. } = &event
+                            && shown < 20
+                        {
+                            shown += 1;
+                            eprintln!("[{label}] {error}");
+                        }
+                        lock(&tracker).apply(index, event);
+                    }
+                    None => eprintln!("[{label}] {line}"),
+                }
+            }
+            lock(&tracker).members[usize::from(index)].exited = true;
+        });
+        Ok(GroupMember {
+            index,
+            pid,
+            child,
+            stdin,
+            reader: Some(reader),
+        })
+    }
+
+    fn send(&mut self, command: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("member stdin already closed")?;
+        writeln!(stdin, "{command}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// SIGKILL: no LeaveGroup, no more heartbeats, connections reset by the kernel.
+    fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("killing a member")?;
+        self.child.wait().context("reaping a member")?;
+        Ok(())
+    }
+
+    /// Waits (without blocking the runtime) until the process exited and its reports are
+    /// all read.
+    async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(reader) = self.reader.take() {
+            while !reader.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = reader.join();
+        }
+        true
+    }
+}
+
+impl Drop for GroupMember {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Ok(None) = self.child.try_wait() {
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "member pid {} did not leave within 15 s; killing it",
+                    self.pid
+                );
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// CPU seconds used so far by the member processes still running.
+fn members_cpu_s(members: &[GroupMember]) -> f64 {
+    members
+        .iter()
+        .filter_map(|m| ProcSample::take(Some(m.pid)))
+        .map(|s| s.cpu_seconds())
+        .sum()
+}
+
+/// The JSON spec a member process gets in `MEMBER_ENV`.
+fn member_spec(args: &Args, bootstrap: &str, topic: &str, group: &str, from_latest: bool) -> Value {
+    json!({
+        "bootstrap": bootstrap,
+        "topic": topic,
+        "record_bytes": args.record_bytes,
+        "batch_max": args.commit_batch_max,
+        "settings": settings_json(&member_settings(args, group, from_latest)),
+    })
+}
+
+/// Waits until `live` members have settled on one assignment (see
+/// [`GroupTracker::settled`]); false on timeout.
+async fn wait_settled(
+    tracker: &Mutex<GroupTracker>,
+    live: &[u16],
+    partitions: i32,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if lock(tracker).settled(live, partitions, Duration::from_millis(500)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Produces `rate` records per second, record `seq` to partition `seq % partitions`,
+/// until `stop`; returns how many were sent. Deliveries are counted in `shared`.
+async fn paced_partition_producer(
+    producer: Arc<FutureProducer>,
+    topic: Arc<str>,
+    partitions: i32,
+    rate: f64,
+    record_bytes: usize,
+    stop: Arc<AtomicBool>,
+    shared: Arc<ProduceShared>,
+) -> anyhow::Result<u64> {
+    let mut payload = vec![0u8; record_bytes];
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if seq >= (start.elapsed().as_secs_f64() * rate) as u64 {
+            ticks.tick().await;
+            continue;
+        }
+        fill_payload(
+            &mut payload,
+            PayloadHeader {
+                producer: REBALANCE_PRODUCER,
+                seq,
+                sent_ns: now_ns(),
+            },
+        );
+        let key = seq.to_be_bytes();
+        let record = FutureRecord::to(&topic)
+            .key(&key[..])
+            .payload(&payload[..])
+            .partition((seq % partitions as u64) as i32);
+        let delivery = match producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            Err((error, _)) => bail!("rebalance producer: enqueueing record {seq}: {error}"),
+        };
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            match delivery.await {
+                Ok(Ok(_)) => {
+                    shared.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err((error, _))) => shared.record_error(format!("delivery failed: {error}")),
+                Err(_) => shared.record_error("delivery future cancelled".to_string()),
+            }
+        });
+        seq += 1;
+    }
+    Ok(seq)
+}
+
+/// How a member is taken out of the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Departure {
+    /// It closes its consumer: LeaveGroup.
+    Leave,
+    /// Its process is SIGKILLed: nothing tells the coordinator.
+    Death,
+}
+
+/// One departure: who, when, which partitions it had, and when the rest had settled.
+#[derive(Debug)]
+struct DepartureRecord {
+    how: Departure,
+    member: u16,
+    partitions: Vec<i32>,
+    at_ns: u64,
+    /// Whether every one of its partitions was consumed again before the timeout.
+    resumed: bool,
+    /// Whether the survivors settled on a complete assignment afterwards.
+    settled: bool,
+}
+
+/// Takes `members[position]` out of the group and waits until its partitions are consumed
+/// again by the others (bounded by `timeout`) and the survivors have settled.
+async fn depart(
+    how: Departure,
+    members: &mut Vec<GroupMember>,
+    position: usize,
+    tracker: &Mutex<GroupTracker>,
+    partitions: i32,
+    timeout: Duration,
+    progress: Duration,
+) -> anyhow::Result<DepartureRecord> {
+    let member = members[position].index;
+    let (name, owned, cursor) = {
+        let tracker = lock(tracker);
+        let state = &tracker.members[usize::from(member)];
+        (
+            state.name.clone(),
+            state.assignment.clone(),
+            tracker.receipts.len(),
+        )
+    };
+    eprintln!(
+        "rebalance: {} {name} (partitions {owned:?})",
+        match how {
+            Departure::Leave => "closing (LeaveGroup)",
+            Departure::Death => "SIGKILLing",
+        }
+    );
+    let at_ns = wall_ns();
+    match how {
+        Departure::Leave => members[position].send("leave")?,
+        Departure::Death => members[position].kill9()?,
+    }
+    let start = Instant::now();
+    let mut ticker = Ticker::new(progress);
+    let mut waiting: Vec<i32> = owned.clone();
+    let mut cursor = cursor;
+    while !waiting.is_empty() && start.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let tracker = lock(tracker);
+        for receipt in &tracker.receipts[cursor..] {
+            if receipt.member != member && receipt.at_ns > at_ns {
+                waiting.retain(|&p| p != receipt.partition);
+            }
+        }
+        cursor = tracker.receipts.len();
+        drop(tracker);
+        if ticker.due() {
+            eprintln!(
+                "rebalance: {:.1} s after {name} went, partitions {waiting:?} not consumed yet",
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let resumed = waiting.is_empty();
+    if resumed {
+        eprintln!(
+            "rebalance: {name}'s partitions consumed again after {:.0} ms",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+    } else {
+        eprintln!("rebalance: partitions {waiting:?} still not consumed after {timeout:?}");
+    }
+    let mut departed = members.remove(position);
+    if how == Departure::Leave && !departed.wait_exit(Duration::from_secs(15)).await {
+        eprintln!("rebalance: {name} did not exit within 15 s of leaving");
+    }
+    if how == Departure::Death {
+        departed.wait_exit(Duration::from_secs(5)).await;
+    }
+    drop(departed);
+    let live: Vec<u16> = members.iter().map(|m| m.index).collect();
+    let settled = wait_settled(tracker, &live, partitions, timeout).await;
+    Ok(DepartureRecord {
+        how,
+        member,
+        partitions: owned,
+        at_ns,
+        resumed,
+        settled,
+    })
+}
+
+fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
+    round3(to_ns.saturating_sub(from_ns) as f64 / 1e6)
+}
+
+/// The figures of one departure, from the receipts (sorted by time).
+fn departure_json(
+    args: &Args,
+    record: &DepartureRecord,
+    tracker: &GroupTracker,
+    receipts: &[Receipt],
+) -> (Value, Option<f64>) {
+    let resumed = resumed_at(receipts, &record.partitions, record.member, record.at_ns);
+    let per_partition: serde_json::Map<String, Value> = resumed
+        .iter()
+        .map(|(partition, at)| {
+            (
+                partition.to_string(),
+                at.map_or(Value::Null, |at| json!(ms_between(record.at_ns, at))),
+            )
+        })
+        .collect();
+    let all_resumed = resumed.iter().all(|(_, at)| at.is_some());
+    let last_resumed = resumed.iter().filter_map(|(_, at)| *at).max();
+    let rebalance_ms = last_resumed
+        .filter(|_| all_resumed && !resumed.is_empty())
+        .map(|at| ms_between(record.at_ns, at));
+    // The survivors' new assignment: the last of their first assignments after the event.
+    let assigned_ms = tracker
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| *i != usize::from(record.member) && !m.assignments.is_empty())
+        .filter_map(|(_, m)| {
+            m.assignments
+                .iter()
+                .find(|(at, _)| *at > record.at_ns)
+                .map(|(at, _)| *at)
+        })
+        .max()
+        .map(|at| ms_between(record.at_ns, at));
+    let window_end = last_resumed.unwrap_or(record.at_ns) + 1_000_000_000;
+    let all_partitions: Vec<i32> = (0..args.partitions).collect();
+    let stall = longest_stall(receipts, &all_partitions, record.at_ns, window_end);
+    let state = &tracker.members[usize::from(record.member)];
+    let session = f64::from(args.session_timeout_ms);
+    let max_poll = f64::from(args.max_poll_interval_ms);
+    let limit_ms = TARGET_REBALANCE_FACTOR as f64 * session.min(max_poll);
+    let json = json!({
+        "member": state.name,
+        "how": match record.how {
+            Departure::Leave => "closed its consumer: LeaveGroup",
+            Departure::Death => "SIGKILL of its process: no LeaveGroup, no more heartbeats",
+        },
+        "partitions": record.partitions,
+        "resumed_ms": per_partition,
+        "rebalance_ms": rebalance_ms,
+        "survivors_assigned_ms": assigned_ms,
+        "longest_stall_any_partition": stall.map(|(partition, ns)| json!({
+            "partition": partition,
+            "ms": round3(ns as f64 / 1e6),
+            "window": "from the event to 1 s after the last of its partitions resumed",
+        })),
+        "close_ms": state.left.map(|(started, done)| ms_between(started, done)),
+        "survivors_settled": record.settled,
+        "session_timeout_ms": args.session_timeout_ms,
+        "heartbeat_interval_ms": args.heartbeat_interval_ms(),
+        "max_poll_interval_ms": args.max_poll_interval_ms,
+        "vs_session_timeout": rebalance_ms.map(|ms| round3(ms / session)),
+        "vs_max_poll_interval": rebalance_ms.map(|ms| round3(ms / max_poll)),
+        "limit_ms": limit_ms,
+        "met": rebalance_ms.map(|ms| ms <= limit_ms),
+    });
+    (json, rebalance_ms)
+}
+
+/// Runs the rebalance phase's departures while the producer writes: waits until every
+/// partition is being consumed and the group has settled, then (after `steady` each
+/// time) closes the second member and SIGKILLs the next.
+async fn rebalance_departures(
+    args: &Args,
+    tracker: &Mutex<GroupTracker>,
+    members: &mut Vec<GroupMember>,
+    start_ns: u64,
+    timeout: Duration,
+) -> anyhow::Result<Vec<DepartureRecord>> {
+    let partitions = args.partitions;
+    let progress = Duration::from_secs_f64(args.progress_secs);
+    let steady = Duration::from_secs_f64(args.steady_secs);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let flowing = {
+            let tracker = lock(tracker);
+            let mut seen = vec![false; partitions as usize];
+            for receipt in tracker.receipts.iter().filter(|r| r.at_ns > start_ns) {
+                if let Some(seen) = seen.get_mut(receipt.partition as usize) {
+                    *seen = true;
+                }
+            }
+            seen.iter().all(|&s| s)
+        };
+        if flowing {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the new records did not reach every partition's consumer within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let live: Vec<u16> = members.iter().map(|m| m.index).collect();
+    ensure!(
+        wait_settled(tracker, &live, partitions, Duration::from_secs(30)).await,
+        "the group did not settle on one assignment within 30 s"
+    );
+    // The members' heartbeats keep the phase they got at the last rebalance, and how long
+    // a departure goes unnoticed depends on where in that cycle it falls: a pseudo-random
+    // extra wait of up to one heartbeat interval keeps runs from all landing on the same
+    // spot of it.
+    let heartbeat_ms = u64::from(args.heartbeat_interval_ms()).max(1);
+    let jitter = || Duration::from_millis(wall_ns() / 1_000 % heartbeat_ms);
+    tokio::time::sleep(steady + jitter()).await;
+    let mut departures = Vec::new();
+    departures.push(
+        depart(
+            Departure::Leave,
+            members,
+            1,
+            tracker,
+            partitions,
+            timeout,
+            progress,
+        )
+        .await?,
+    );
+    if members.len() >= 2 {
+        tokio::time::sleep(steady + jitter()).await;
+        departures.push(
+            depart(
+                Departure::Death,
+                members,
+                1,
+                tracker,
+                partitions,
+                timeout,
+                progress,
+            )
+            .await?,
+        );
+    }
+    tokio::time::sleep(steady).await;
+    Ok(departures)
+}
+
+/// Phase 2: produce at a moderate rate while one member leaves and another dies; the
+/// figures of both, and whether every record still arrived (exactly once, except those
+/// the dead member had received but not committed). Returns (JSON, verified, leave ms,
+/// death ms).
+async fn rebalance_phase(
+    args: &Args,
+    bootstrap: &str,
+    topic: &str,
+    tracker: &Mutex<GroupTracker>,
+    members: &mut Vec<GroupMember>,
+    server_pid: Option<u32>,
+) -> anyhow::Result<(Value, bool, Option<f64>, Option<f64>)> {
+    let partitions = args.partitions;
+    let longest_timeout = args.session_timeout_ms.max(args.max_poll_interval_ms);
+    let timeout = Duration::from_millis(u64::from(longest_timeout) * 3) + Duration::from_secs(30);
+    eprintln!(
+        "rebalance: producing {:.0} rec/s round-robin over {partitions} partitions",
+        args.rebalance_rate
+    );
+    let producer = Arc::new(new_producer(bootstrap, &producer_settings(args))?);
+    for partition in 0..partitions {
+        send_warmup(
+            &producer,
+            topic,
+            args.record_bytes,
+            partition as u64,
+            Some(partition),
+        )
+        .await?;
+    }
+    let shared = Arc::new(ProduceShared::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let before = Samples::take(server_pid);
+    let started = Instant::now();
+    let start_ns = wall_ns();
+    let task = tokio::spawn(paced_partition_producer(
+        Arc::clone(&producer),
+        Arc::from(topic),
+        partitions,
+        args.rebalance_rate,
+        args.record_bytes,
+        Arc::clone(&stop),
+        Arc::clone(&shared),
+    ));
+    let departures = rebalance_departures(args, tracker, members, start_ns, timeout).await;
+    stop.store(true, Ordering::Relaxed);
+    let sent = task.await??;
+    let departures = departures?;
+    let produce_seconds = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let delivered = || shared.acked.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed);
+    while delivered() < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (acked, errors) = (
+        shared.acked.load(Ordering::Relaxed),
+        shared.errors.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "rebalance: produced {sent} records ({acked} acknowledged); waiting for the rest to be consumed"
+    );
+    // Everything acknowledged should arrive; give up after 15 s without progress.
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        let unique = lock(tracker).ledger.unique(REBALANCE_PRODUCER);
+        if unique >= acked || last.0.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        if unique != last.1 {
+            last = (Instant::now(), unique);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let after = Samples::take(server_pid);
+
+    let tracker = lock(tracker);
+    let mut receipts = tracker.receipts.clone();
+    receipts.sort_by_key(|r| r.at_ns);
+    let mut json = serde_json::Map::new();
+    let (mut leave_ms, mut death_ms) = (None, None);
+    for departure in &departures {
+        let (figures, ms) = departure_json(args, departure, &tracker, &receipts);
+        match departure.how {
+            Departure::Leave => {
+                json.insert("leave".into(), figures);
+                leave_ms = ms;
+            }
+            Departure::Death => {
+                json.insert("death".into(), figures);
+                death_ms = ms;
+            }
+        }
+    }
+    // A record the dead member received but had not committed is delivered again to its
+    // partition's next owner: expected (at-least-once). Any other repeat is not.
+    let victim = departures
+        .iter()
+        .find(|d| d.how == Departure::Death)
+        .map(|d| d.member);
+    let (mut expected, mut unexpected, mut first_unexpected) = (0u64, 0u64, None);
+    for duplicate in tracker
+        .duplicates
+        .iter()
+        .filter(|d| d.producer == REBALANCE_PRODUCER)
+    {
+        let redelivered = victim.is_some_and(|victim| {
+            duplicate.first_member == victim
+                && tracker.members[usize::from(victim)]
+                    .committed
+                    .get(&duplicate.partition)
+                    .is_none_or(|&next| duplicate.offset >= next)
+        });
+        if redelivered {
+            expected += 1;
+        } else {
+            unexpected += 1;
+            first_unexpected.get_or_insert_with(|| {
+                format!(
+                    "seq {} (partition {} offset {}) to {} and again to {}",
+                    duplicate.seq,
+                    duplicate.partition,
+                    duplicate.offset,
+                    tracker.members[usize::from(duplicate.first_member)].name,
+                    tracker.members[usize::from(duplicate.member)].name
+                )
+            });
+        }
+    }
+    let consumed = tracker.ledger.unique(REBALANCE_PRODUCER);
+    let missing = tracker.ledger.missing(REBALANCE_PRODUCER, sent);
+    let verified = errors == 0 && missing == 0 && unexpected == 0;
+    let all_measured = departures.iter().all(|d| d.resumed);
+    eprintln!(
+        "rebalance: consumed {consumed} of {sent}, {missing} missing, {expected} redelivered after the kill, {unexpected} other duplicates"
+    );
+    json.insert(
+        "produce_rate_records_s".into(),
+        json!(round3(sent as f64 / produce_seconds.as_secs_f64())),
+    );
+    json.insert("records_sent".into(), json!(sent));
+    json.insert("records_acked".into(), json!(acked));
+    json.insert("delivery_errors".into(), json!(errors));
+    json.insert("records_consumed".into(), json!(consumed));
+    json.insert("missing".into(), json!(missing));
+    json.insert("redelivered_after_death".into(), json!(expected));
+    json.insert("duplicates_unexpected".into(), json!(unexpected));
+    json.insert("first_unexpected_duplicate".into(), json!(first_unexpected));
+    json.insert("verified".into(), json!(verified));
+    json.insert("resources".into(), phase_resources(before, after, elapsed));
+    Ok((
+        Value::Object(json),
+        verified && all_measured,
+        leave_ms,
+        death_ms,
+    ))
+}
+
+/// Phase 3a: `count` librdkafka members of a fresh group, on an empty topic of `count`
+/// partitions (one each), commit their partition in a loop (see `member_commit_loop`).
+/// Returns the JSON and the OffsetCommit requests per second.
+async fn commit_rate_rdkafka(
+    args: &Args,
+    bootstrap: &str,
+    base_topic: &str,
+    base_group: &str,
+    count: usize,
+    tracker: &Arc<Mutex<GroupTracker>>,
+    server_pid: Option<u32>,
+) -> anyhow::Result<(Value, f64)> {
+    let topic = format!("{base_topic}-commits-{count}");
+    let group = format!("{base_group}-commits-{count}");
+    let partitions = i32::try_from(count).context("too many committing members")?;
+    create_topic(bootstrap, &topic, partitions).await?;
+    eprintln!(
+        "commit rate: {count} librdkafka members in group {group}, rounds of {} async + 1 sync commits, for {:.1} s",
+        args.commit_window.saturating_sub(1),
+        args.commit_seconds
+    );
+    let spec = member_spec(args, bootstrap, &topic, &group, true);
+    let mut members = Vec::new();
+    for i in 0..count {
+        members.push(GroupMember::spawn(
+            &format!("committer-{count}-{i}"),
+            &spec,
+            tracker,
+        )?);
+    }
+    let live: Vec<u16> = members.iter().map(|m| m.index).collect();
+    ensure!(
+        wait_settled(tracker, &live, partitions, Duration::from_secs(60)).await,
+        "the committing members did not settle on one assignment within 60 s"
+    );
+    let before = Samples::take(server_pid);
+    let members_before = members_cpu_s(&members);
+    let started = Instant::now();
+    for member in &mut members {
+        member.send(&format!(
+            "commit {} {}",
+            args.commit_seconds, args.commit_window
+        ))?;
+    }
+    let deadline = started + Duration::from_secs_f64(args.commit_seconds + 60.0);
+    loop {
+        let done = {
+            let tracker = lock(tracker);
+            live.iter().all(|&i| {
+                let state = &tracker.members[usize::from(i)];
+                state.commit_loop.is_some() || state.exited
+            })
+        };
+        if done {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the committing members did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let after = Samples::take(server_pid);
+    let members_cpu = members_cpu_s(&members) - members_before;
+    let (mut ok, mut failed, mut offsets) = (0u64, 0u64, 0u64);
+    let (mut first_ns, mut last_ns) = (u64::MAX, 0u64);
+    let mut per_member = Vec::new();
+    {
+        let tracker = lock(tracker);
+        for &i in &live {
+            let state = &tracker.members[usize::from(i)];
+            if let Some(MemberEvent::CommitLoop {
+                ok: member_ok,
+                failed: member_failed,
+                partition_offsets,
+                started_ns,
+                done_ns,
+            }) = state.commit_loop
+            {
+                ok += member_ok;
+                failed += member_failed;
+                offsets += partition_offsets;
+                first_ns = first_ns.min(started_ns);
+                last_ns = last_ns.max(done_ns);
+                per_member.push(json!({
+                    "name": state.name,
+                    "partitions": state.assignment,
+                    "requests_ok": member_ok,
+                    "requests_failed": member_failed,
+                    "first_failure": state.first_commit_failure,
+                }));
+            }
+        }
+    }
+    let seconds = last_ns.saturating_sub(first_ns) as f64 / 1e9;
+    let per_s = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
+    let requests_s = per_s(ok);
+    eprintln!(
+        "commit rate (librdkafka): {ok} commits ({offsets} partition offsets) in {seconds:.2} s: {requests_s:.0} commits/s, {failed} failed"
+    );
+    for member in &mut members {
+        let _ = member.send("leave");
+    }
+    for member in &mut members {
+        member.wait_exit(Duration::from_secs(15)).await;
+    }
+    let json = json!({
+        "client": "librdkafka BaseConsumer::commit of the member's assigned partitions, in rounds of (in_flight_per_member - 1) CommitMode::Async then one CommitMode::Sync",
+        "topic": topic,
+        "group": group,
+        "members": count,
+        "in_flight_per_member": args.commit_window,
+        "seconds": round3(seconds),
+        "requests_ok": ok,
+        "requests_failed": failed,
+        "partition_offsets": offsets,
+        "requests_s": round3(requests_s),
+        "partition_offsets_s": round3(per_s(offsets)),
+        "per_member": per_member,
+        "members_cpu_s": round3(members_cpu),
+        "members_cores_busy": round3(members_cpu / elapsed.as_secs_f64()),
+        "resources": phase_resources(before, after, elapsed),
+    });
+    Ok((json, requests_s))
+}
+
+/// OffsetCommit version of the raw requests (flexible; v9 only adds member epochs).
+const RAW_COMMIT_VERSION: i16 = 8;
+
+/// What one raw connection got back.
+#[derive(Debug)]
+struct RawCommitOutcome {
+    ok: u64,
+    failed: u64,
+    latencies_us: Vec<u64>,
+    first_error: Option<String>,
+    last_answer: Instant,
+}
+
+/// Appends one framed OffsetCommit request (standalone: generation -1, no member id)
+/// for one partition.
+fn encode_offset_commit(
+    out: &mut bytes::BytesMut,
+    correlation_id: i32,
+    group: &GroupId,
+    topic: &TopicName,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    RequestHeader::default()
+        .with_request_api_key(OffsetCommitRequest::KEY)
+        .with_request_api_version(RAW_COMMIT_VERSION)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("shardline-bench")))
+        .encode(out, OffsetCommitRequest::header_version(RAW_COMMIT_VERSION))?;
+    OffsetCommitRequest::default()
+        .with_group_id(group.clone())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(topic.clone())
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(partition)
+                        .with_committed_offset(offset),
+                ]),
+        ])
+        .encode(out, RAW_COMMIT_VERSION)?;
+    let len = (out.len() - start - 4) as i32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// One connection sending OffsetCommit requests until `deadline`, `pipeline` in flight;
+/// then it waits for every answer.
+async fn raw_commit_connection(
+    bootstrap: String,
+    group: String,
+    topic: String,
+    partitions: i32,
+    connection: usize,
+    pipeline: usize,
+    deadline: Instant,
+) -> anyhow::Result<RawCommitOutcome> {
+    let stream = tokio::net::TcpStream::connect(&bootstrap)
+        .await
+        .with_context(|| format!("connecting to {bootstrap}"))?;
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(i32, Instant)>();
+    let window = Arc::new(Semaphore::new(pipeline));
+    let writer_window = Arc::clone(&window);
+    let group = GroupId(StrBytes::from_string(group));
+    let topic = TopicName(StrBytes::from_string(topic));
+    let writer_task = tokio::spawn(async move {
+        let mut out = bytes::BytesMut::with_capacity(16 * 1024);
+        let mut correlation = 0i32;
+        while Instant::now() < deadline {
+            let permit = writer_window.acquire().await?;
+            permit.forget();
+            let mut batch = 1;
+            while batch < pipeline {
+                match writer_window.try_acquire() {
+                    Ok(permit) => {
+                        permit.forget();
+                        batch += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            out.clear();
+            for _ in 0..batch {
+                let partition =
+                    ((connection as i64 + i64::from(correlation)) % i64::from(partitions)) as i32;
+                encode_offset_commit(
+                    &mut out,
+                    correlation,
+                    &group,
+                    &topic,
+                    partition,
+                    i64::from(correlation),
+                )?;
+                let _ = sent_tx.send((correlation, Instant::now()));
+                correlation = correlation.wrapping_add(1);
+            }
+            writer.write_all(&out).await?;
+        }
+        // The write half stays open until every answer has been read.
+        anyhow::Ok(writer)
+    });
+    let mut outcome = RawCommitOutcome {
+        ok: 0,
+        failed: 0,
+        latencies_us: Vec::new(),
+        first_error: None,
+        last_answer: Instant::now(),
+    };
+    let read = async {
+        let mut length = [0u8; 4];
+        let mut frame = Vec::new();
+        while let Some((correlation, sent)) = sent_rx.recv().await {
+            reader.read_exact(&mut length).await?;
+            let len = i32::from_be_bytes(length);
+            ensure!((0..1 << 20).contains(&len), "response of {len} bytes");
+            frame.resize(len as usize, 0);
+            reader.read_exact(&mut frame).await?;
+            outcome.last_answer = Instant::now();
+            outcome.latencies_us.push(sent.elapsed().as_micros() as u64);
+            window.add_permits(1);
+            let mut body = bytes::Bytes::copy_from_slice(&frame);
+            let header = ResponseHeader::decode(
+                &mut body,
+                OffsetCommitResponse::header_version(RAW_COMMIT_VERSION),
+            )?;
+            ensure!(
+                header.correlation_id == correlation,
+                "answer {} where {correlation} was expected",
+                header.correlation_id
+            );
+            let response = OffsetCommitResponse::decode(&mut body, RAW_COMMIT_VERSION)?;
+            let error = response
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code)
+                .find(|&code| code != 0);
+            match error {
+                None => outcome.ok += 1,
+                Some(code) => {
+                    outcome.failed += 1;
+                    outcome
+                        .first_error
+                        .get_or_insert_with(|| format!("error code {code}"));
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    if let Err(error) = read.await {
+        writer_task.abort();
+        return Err(error.context("reading OffsetCommit answers"));
+    }
+    writer_task.await??;
+    Ok(outcome)
+}
+
+/// Phase 3b: raw OffsetCommit requests over a few connections, no group member behind
+/// them. Returns the JSON and the requests per second.
+async fn commit_rate_raw(
+    args: &Args,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    connections: usize,
+    server_pid: Option<u32>,
+) -> anyhow::Result<(Value, f64)> {
+    let group = format!("{group}-raw-{connections}");
+    eprintln!(
+        "commit rate: raw OffsetCommit v{RAW_COMMIT_VERSION} requests over {connections} connections, {} in flight each, for {:.1} s",
+        args.commit_pipeline, args.commit_seconds
+    );
+    let before = Samples::take(server_pid);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.commit_seconds);
+    let tasks: Vec<_> = (0..connections)
+        .map(|connection| {
+            tokio::spawn(raw_commit_connection(
+                bootstrap.to_string(),
+                group.clone(),
+                topic.to_string(),
+                args.partitions,
+                connection,
+                args.commit_pipeline,
+                deadline,
+            ))
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await??);
+    }
+    let after = Samples::take(server_pid);
+    let end = outcomes
+        .iter()
+        .map(|o| o.last_answer)
+        .max()
+        .unwrap_or(start);
+    let elapsed = end.saturating_duration_since(start);
+    let ok: u64 = outcomes.iter().map(|o| o.ok).sum();
+    let failed: u64 = outcomes.iter().map(|o| o.failed).sum();
+    let first_error = outcomes.iter().find_map(|o| o.first_error.clone());
+    let mut latencies: Vec<u64> = outcomes.into_iter().flat_map(|o| o.latencies_us).collect();
+    let latency = LatencySummary::from_unsorted(&mut latencies);
+    let requests_s = ok as f64 / elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "commit rate (raw): {ok} commits in {:.2} s: {requests_s:.0} commits/s, {failed} failed{}",
+        elapsed.as_secs_f64(),
+        latency
+            .map(|l| format!(", latency {}", l.brief()))
+            .unwrap_or_default()
+    );
+    let json = json!({
+        "client": "raw OffsetCommit v8 requests, one partition each, generation -1 (a group without members)",
+        "group": group,
+        "connections": connections,
+        "in_flight_per_connection": args.commit_pipeline,
+        "seconds": round3(elapsed.as_secs_f64()),
+        "requests_ok": ok,
+        "requests_failed": failed,
+        "first_error": first_error,
+        "requests_s": round3(requests_s),
+        "partition_offsets_s": round3(requests_s),
+        "latency": latency.map_or(Value::Null, |l| l.to_json()),
+        "resources": phase_resources(before, after, elapsed),
+    });
+    Ok((json, requests_s))
+}
+
+/// Group mode. Returns the mode's JSON fields and whether everything checked out.
+async fn group_mode(
+    args: &Args,
+    bootstrap: &str,
+    server_pid: Option<u32>,
+) -> anyhow::Result<(serde_json::Map<String, Value>, bool)> {
+    let mut fields = serde_json::Map::new();
+    let progress = Duration::from_secs_f64(args.progress_secs);
+    let partitions = args.partitions;
+    let topic = default_topic(args, "");
+    let group = format!("{topic}-group");
+    create_topic(bootstrap, &topic, partitions).await?;
+    fields.insert("topic".into(), json!(topic));
+    fields.insert("group".into(), json!(group));
+
+    // Phase 1: produce N records, then G members consume them all.
+    let per_producer = split_counts(args.records, args.producers);
+    let tracker = Arc::new(Mutex::new(GroupTracker {
+        record_bytes: args.record_bytes,
+        phase1_producers: per_producer.len() as u32,
+        ..GroupTracker::default()
+    }));
+    {
+        let mut tracker = lock(&tracker);
+        for (id, &count) in per_producer.iter().enumerate() {
+            tracker.ledger.expect(id as u32, count);
+        }
+        tracker
+            .ledger
+            .expect(REBALANCE_PRODUCER, u64::from(u32::MAX));
+    }
+    eprintln!(
+        "produce: topic {topic}, {partitions} partitions, {} records of {} bytes, {} producer(s)",
+        args.records, args.record_bytes, args.producers
+    );
+    let pacings = per_producer
+        .iter()
+        .map(|&count| Pacing::Flat { count })
+        .collect();
+    let before = Samples::take(server_pid);
+    let mut produced =
+        produce_phase("produce", args, bootstrap, &topic, pacings, server_pid).await?;
+    let after_produce = Samples::take(server_pid);
+    let mut produce_json = produced.json();
+    produce_json["resources"] = phase_resources(before, after_produce, produced.elapsed);
+    fields.insert("produce".into(), produce_json);
+
+    eprintln!(
+        "consume: {} members in group {group}, one synchronous commit per poll batch",
+        args.group_members
+    );
+    let spec = member_spec(args, bootstrap, &topic, &group, false);
+    let spawn_ns = wall_ns();
+    let spawned = Instant::now();
+    let mut members = Vec::new();
+    for i in 0..args.group_members {
+        members.push(GroupMember::spawn(&format!("member-{i}"), &spec, &tracker)?);
+    }
+    let phase1_unique = |tracker: &GroupTracker| -> u64 {
+        (0..tracker.phase1_producers)
+            .map(|p| tracker.ledger.unique(p))
+            .sum()
+    };
+    let mut ticker = Ticker::new(progress);
+    let mut last_change = (Instant::now(), 0u64);
+    let mut last_report = (Instant::now(), 0u64);
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (unique, received, all_exited) = {
+            let tracker = lock(&tracker);
+            (
+                phase1_unique(&tracker),
+                tracker.received,
+                tracker.members.iter().all(|m| m.exited),
+            )
+        };
+        if unique >= args.records {
+            break;
+        }
+        if received != last_change.1 {
+            last_change = (Instant::now(), received);
+        }
+        if last_change.0.elapsed() > Duration::from_secs(30) {
+            eprintln!("consume: nothing received for 30 s, giving up");
+            break;
+        }
+        if all_exited {
+            eprintln!("consume: every member exited");
+            break;
+        }
+        if ticker.due() {
+            let rate = (unique - last_report.1) as f64 / last_report.0.elapsed().as_secs_f64();
+            eprintln!(
+                "consume: {unique} of {}: {rate:.0} rec/s, {:.1} MB/s",
+                args.records,
+                rate * args.record_bytes as f64 / 1e6
+            );
+            last_report = (Instant::now(), unique);
+        }
+    }
+    let consume_wall = spawned.elapsed();
+    let after_consume = Samples::take(server_pid);
+    let members_cpu = members_cpu_s(&members);
+    let phase1_ok = {
+        let tracker = lock(&tracker);
+        let unique = phase1_unique(&tracker);
+        let missing: u64 = per_producer
+            .iter()
+            .enumerate()
+            .map(|(id, &count)| tracker.ledger.missing(id as u32, count))
+            .sum();
+        let duplicates = tracker.duplicates.len() as u64;
+        let first_ns = tracker.phase1_first_ns.unwrap_or(spawn_ns);
+        let elapsed = Duration::from_nanos(tracker.phase1_last_ns.saturating_sub(first_ns));
+        let bytes = unique * args.record_bytes as u64;
+        let (commits, commit_failures) = tracker.commit_counts();
+        let verified = missing == 0
+            && duplicates == 0
+            && tracker.bad_payloads == 0
+            && tracker.wrong_size == 0
+            && tracker.unexpected == 0;
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        eprintln!(
+            "consume: {unique} records in {seconds:.2} s: {:.1} MB/s, {commits} commits ({:.0}/s), verified: {verified}{}",
+            mb_per_s(bytes, elapsed),
+            commits as f64 / seconds,
+            tracker
+                .first_problem
+                .as_ref()
+                .map(|p| format!(" (first problem: {p})"))
+                .unwrap_or_default()
+        );
+        let mut consume_json = json!({
+            "members": args.group_members,
+            "records": unique,
+            "received": tracker.received,
+            "payload_bytes": bytes,
+            "seconds": round3(elapsed.as_secs_f64()),
+            "first_record_after_s": round3(first_ns.saturating_sub(spawn_ns) as f64 / 1e9),
+            "mb_s": round3(mb_per_s(bytes, elapsed)),
+            "records_s": round3(unique as f64 / seconds),
+            "commits": commits,
+            "commit_failures": commit_failures,
+            "commits_s": round3(commits as f64 / seconds),
+            "records_per_commit": round3(unique as f64 / (commits.max(1)) as f64),
+            "verified": verified,
+            "missing": missing,
+            "duplicates": duplicates,
+            "bad_payloads": tracker.bad_payloads,
+            "wrong_size": tracker.wrong_size,
+            "unexpected": tracker.unexpected,
+            "first_problem": tracker.first_problem,
+            "per_member": tracker.members.iter().map(|m| json!({
+                "name": m.name,
+                "pid": m.pid,
+                "records": m.records,
+                "commits": m.commits,
+                "commit_failures": m.commit_failures,
+                "first_commit_failure": m.first_commit_failure,
+                "assignments": m.assignments.len(),
+                "partitions": m.assignment,
+                "errors": m.errors,
+            })).collect::<Vec<_>>(),
+            "resources": phase_resources(after_produce, after_consume, consume_wall),
+            "members_cpu_s": round3(members_cpu),
+            "members_cores_busy": round3(members_cpu / consume_wall.as_secs_f64()),
+        });
+        consume_json["resources"]["wall_s"] = json!(round3(consume_wall.as_secs_f64()));
+        fields.insert("consume".into(), consume_json);
+        produced.errors == 0 && produced.records == args.records && verified
+    };
+
+    // Phase 2: a leave and a death while a producer writes.
+    let (mut leave_ms, mut death_ms, mut phase2_ok) = (None, None, true);
+    if members.len() >= 2 {
+        let (json, ok, leave, death) =
+            rebalance_phase(args, bootstrap, &topic, &tracker, &mut members, server_pid).await?;
+        fields.insert("rebalance".into(), json);
+        (leave_ms, death_ms, phase2_ok) = (leave, death, ok);
+    } else {
+        eprintln!("rebalance: skipped (needs at least 2 members; 3 for the kill)");
+    }
+    eprintln!("commit rate: closing the remaining members");
+    for member in &mut members {
+        let _ = member.send("leave");
+    }
+    for member in &mut members {
+        member.wait_exit(Duration::from_secs(15)).await;
+    }
+    drop(members);
+
+    // Phase 3: the coordinator's commit rate.
+    let mut commits = serde_json::Map::new();
+    let (mut rdkafka_s, mut fewest_members) = (None, None);
+    let mut rdkafka = Vec::new();
+    let mut rdkafka_by_members = serde_json::Map::new();
+    for &count in args.commit_members.iter().filter(|&&c| c > 0) {
+        let (json, per_s) =
+            commit_rate_rdkafka(args, bootstrap, &topic, &group, count, &tracker, server_pid)
+                .await?;
+        rdkafka.push(json);
+        rdkafka_by_members.insert(count.to_string(), json!(round3(per_s)));
+        rdkafka_s = Some(rdkafka_s.map_or(per_s, |best: f64| best.max(per_s)));
+        if per_s >= TARGET_COMMITS_PER_S {
+            fewest_members = Some(fewest_members.map_or(count, |f: usize| f.min(count)));
+        }
+    }
+    if !rdkafka.is_empty() {
+        commits.insert("rdkafka".into(), json!(rdkafka));
+    }
+    let (mut raw_s, mut fewest_meeting) = (None, None);
+    let mut raw = Vec::new();
+    let mut raw_by_connections = serde_json::Map::new();
+    for &connections in args.commit_connections.iter().filter(|&&c| c > 0) {
+        let (json, per_s) =
+            commit_rate_raw(args, bootstrap, &topic, &group, connections, server_pid).await?;
+        raw.push(json);
+        raw_by_connections.insert(connections.to_string(), json!(round3(per_s)));
+        raw_s = Some(raw_s.map_or(per_s, |best: f64| best.max(per_s)));
+        if per_s >= TARGET_COMMITS_PER_S {
+            fewest_meeting =
+                Some(fewest_meeting.map_or(connections, |f: usize| f.min(connections)));
+        }
+    }
+    if !raw.is_empty() {
+        commits.insert("raw".into(), json!(raw));
+    }
+    fields.insert("commits".into(), Value::Object(commits));
+
+    let limit_ms = (TARGET_REBALANCE_FACTOR
+        * u64::from(args.session_timeout_ms.min(args.max_poll_interval_ms)))
+        as f64;
+    fields.insert(
+        "targets".into(),
+        json!({
+            "rebalance_limit_ms": limit_ms,
+            "rebalance_limit": format!("{TARGET_REBALANCE_FACTOR} x min(session.timeout.ms, max.poll.interval.ms)"),
+            "leave_rebalance_ms": leave_ms,
+            "leave_met": leave_ms.map(|ms| ms <= limit_ms),
+            "death_rebalance_ms": death_ms,
+            "death_met": death_ms.map(|ms| ms <= limit_ms),
+            "commits_s_min": TARGET_COMMITS_PER_S,
+            "commits_rdkafka_s_by_members": rdkafka_by_members,
+            "commits_rdkafka_best_s": rdkafka_s.map(round3),
+            "commits_rdkafka_met": rdkafka_s.map(|s| s >= TARGET_COMMITS_PER_S),
+            "commits_rdkafka_fewest_members_meeting": fewest_members,
+            "commits_raw_s_by_connections": raw_by_connections,
+            "commits_raw_best_s": raw_s.map(round3),
+            "commits_raw_met": raw_s.map(|s| s >= TARGET_COMMITS_PER_S),
+            "commits_raw_fewest_connections_meeting": fewest_meeting,
+        }),
+    );
+    Ok((fields, phase1_ok && phase2_ok))
+}
+
+// ---------------------------------------------------------------------------------------
 // main
 // ---------------------------------------------------------------------------------------
 
@@ -1800,6 +3757,20 @@ fn params_json(args: &Args) -> Value {
         "seconds": args.seconds,
         "skip_disk_baseline": args.skip_disk_baseline,
         "fsync_writes": args.fsync_writes,
+        "group_members": args.group_members,
+        "session_timeout_ms": args.session_timeout_ms,
+        "heartbeat_interval_ms": args.heartbeat_interval_ms(),
+        "max_poll_interval_ms": args.max_poll_interval_ms,
+        "initial_rebalance_delay_ms": args.initial_rebalance_delay_ms,
+        "commit_batch_max": args.commit_batch_max,
+        "rebalance_rate": args.rebalance_rate,
+        "steady_secs": args.steady_secs,
+        "commit_members": args.commit_members,
+        "commit_window": args.commit_window,
+        "commit_connections": args.commit_connections,
+        "commit_pipeline": args.commit_pipeline,
+        "commit_seconds": args.commit_seconds,
+        "member_config": settings_json(&member_settings(args, "TOPIC-group", false)),
         "producer_config": settings_json(&producer_settings(args)),
         "consumer_config": settings_json(&consumer_settings(args)),
         "spawn_server": args.spawn_server,
@@ -1817,6 +3788,48 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
     ensure!(args.max_inflight >= 1, "--max-inflight must be at least 1");
     ensure!(args.progress_secs > 0.0, "--progress-secs must be positive");
     ensure!(args.seconds > 0.0, "--seconds must be positive");
+    if args.mode == Mode::Group {
+        ensure!(
+            (1..=1000).contains(&args.group_members),
+            "--group-members must be 1 to 1000"
+        );
+        ensure!(
+            args.commit_batch_max >= 1,
+            "--commit-batch-max must be at least 1"
+        );
+        ensure!(
+            args.rebalance_rate > 0.0,
+            "--rebalance-rate must be positive"
+        );
+        ensure!(
+            args.steady_secs >= 0.0,
+            "--steady-secs must not be negative"
+        );
+        ensure!(
+            args.commit_seconds > 0.0,
+            "--commit-seconds must be positive"
+        );
+        ensure!(
+            (1..=64).contains(&args.commit_pipeline),
+            "--commit-pipeline must be 1 to 64"
+        );
+        ensure!(
+            args.commit_window >= 1,
+            "--commit-window must be at least 1"
+        );
+        ensure!(
+            args.commit_members.iter().all(|&n| n <= 1000),
+            "--commit-members: at most 1000 each"
+        );
+        ensure!(
+            args.commit_connections.iter().all(|&n| n <= 1024),
+            "--commit-connections: at most 1024 each"
+        );
+        ensure!(
+            args.max_poll_interval_ms >= args.session_timeout_ms,
+            "librdkafka wants --max-poll-interval-ms >= --session-timeout-ms"
+        );
+    }
     std::fs::create_dir_all(&args.data_dir_root)
         .with_context(|| format!("creating {}", args.data_dir_root.display()))?;
     let _ = epoch();
@@ -1836,9 +3849,26 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
     report.insert("machine".into(), machine_info(&args.data_dir_root));
     report.insert("load_average_before".into(), load_average());
 
+    // Group mode: a server config file with the group settings the run needs.
+    let server_config = match (&args.spawn_server, args.mode) {
+        (Some(_), Mode::Group) => {
+            let text = group_server_config(args);
+            let path = args
+                .data_dir_root
+                .join(format!("server-config-{}.toml", std::process::id()));
+            std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+            report.insert("server_config".into(), json!(text));
+            Some(RemoveOnDrop(path))
+        }
+        _ => None,
+    };
     let mut server = match &args.spawn_server {
         Some(binary) => {
-            let server = ServerProcess::start(binary, &args.data_dir_root)?;
+            let extra_args: Vec<OsString> = server_config
+                .iter()
+                .flat_map(|config| [OsString::from("--config"), config.0.clone().into()])
+                .collect();
+            let server = ServerProcess::start(binary, &args.data_dir_root, &extra_args)?;
             eprintln!(
                 "server: pid {} kafka={} http={} data={}",
                 server.pid,
@@ -1863,6 +3893,7 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
             match args.mode {
                 Mode::Produce => produce_mode(args, &bootstrap, server_pid).await,
                 Mode::Latency => latency_mode(args, &bootstrap, server_pid).await,
+                Mode::Group => group_mode(args, &bootstrap, server_pid).await,
             }
         } => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
@@ -1902,11 +3933,20 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
     report.insert("load_average_after".into(), load_average());
     report.insert("ok".into(), json!(ok));
     drop(server);
+    drop(server_config);
     Ok((Value::Object(report), ok))
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    // A child of a group-mode run: one consumer-group member.
+    if let Ok(spec) = std::env::var(MEMBER_ENV) {
+        return member_main(&spec);
+    }
+    let mut args = Args::parse();
+    args.partitions = args.partitions_flag.unwrap_or(match args.mode {
+        Mode::Group => 6,
+        Mode::Produce | Mode::Latency => 8,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
