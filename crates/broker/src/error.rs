@@ -42,6 +42,8 @@ pub enum ErrorKind {
     InvalidReshard,
     /// A rate or count limit of the control plane (scalings per day, shard bounds).
     LimitExceeded,
+    /// Another change of the stream is under way.
+    StreamBusy,
 }
 
 /// An engine error.
@@ -186,6 +188,14 @@ pub enum Error {
     /// See [`ErrorKind::InvalidReshard`].
     #[error("{0}")]
     InvalidReshard(String),
+    /// Another change of the stream is under way. Kind [`ErrorKind::StreamBusy`].
+    #[error("stream {stream} is {}: another change is under way", status.as_str())]
+    StreamBusy {
+        /// Stream name.
+        stream: String,
+        /// What is under way.
+        status: crate::StreamStatus,
+    },
     /// A re-routed append named a shard that a reshard closed meanwhile: route again.
     /// Nothing was stored. Kind [`ErrorKind::ShardClosed`].
     #[error("shard {shard} of stream {stream:?} closed while records were re-routed to it")]
@@ -240,6 +250,7 @@ impl Error {
             Error::Throttled { .. } => ErrorKind::Throttled,
             Error::InvalidReshard(_) => ErrorKind::InvalidReshard,
             Error::LimitExceeded(_) => ErrorKind::LimitExceeded,
+            Error::StreamBusy { .. } => ErrorKind::StreamBusy,
         }
     }
 }

@@ -85,6 +85,50 @@ impl ShardInfo {
     }
 }
 
+/// A stream's lifecycle state, as Kinesis reports it. Changes complete before the call
+/// that makes them returns, so UPDATING and DELETING are seen only while one runs; a
+/// stream is never left CREATING (creation is one durable step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// Serving, no change under way.
+    Active,
+    /// A reshard or settings change is under way; reads and writes go on.
+    Updating,
+    /// Being deleted.
+    Deleting,
+}
+
+impl StreamStatus {
+    /// The Kinesis name: `ACTIVE`, `UPDATING`, `DELETING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamStatus::Active => "ACTIVE",
+            StreamStatus::Updating => "UPDATING",
+            StreamStatus::Deleting => "DELETING",
+        }
+    }
+}
+
+/// Clears a stream's busy mark when a change ends, however it ends.
+pub(crate) struct BusyGuard {
+    inner: Arc<Inner>,
+    stream: String,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        lock(&self.inner.busy).remove(&self.stream);
+    }
+}
+
+fn with_status(mut info: StreamInfo, busy: &BTreeMap<String, StreamStatus>) -> StreamInfo {
+    info.status = busy
+        .get(&info.name)
+        .copied()
+        .unwrap_or(StreamStatus::Active);
+    info
+}
+
 /// What a front needs to know about a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamInfo {
@@ -104,6 +148,8 @@ pub struct StreamInfo {
     pub tags: BTreeMap<String, String>,
     /// When the last reshards happened (for the rolling-24-hour scaling limit).
     pub scalings_ms: Vec<i64>,
+    /// Lifecycle state.
+    pub status: StreamStatus,
 }
 
 /// Records read from a shard.
@@ -173,6 +219,9 @@ struct Inner {
     appended_bytes: AtomicU64,
     throttled_writes: AtomicU64,
     throttled_reads: AtomicU64,
+    /// Streams with a change under way (reshard, retention change: UPDATING; delete:
+    /// DELETING). Kinesis answers ResourceInUse to a second change meanwhile.
+    busy: Mutex<BTreeMap<String, StreamStatus>>,
     /// Tiered storage, when configured.
     tier: Option<shardline_tier::Tier>,
     /// What was last snapshotted to the object store, to skip unchanged documents.
@@ -285,6 +334,7 @@ impl Broker {
                 appended_bytes: AtomicU64::new(0),
                 throttled_writes: AtomicU64::new(0),
                 throttled_reads: AtomicU64::new(0),
+                busy: Mutex::new(BTreeMap::new()),
                 tier,
                 snapshots: Mutex::new(tiering::Snapshots::default()),
             }),
@@ -443,17 +493,40 @@ impl Broker {
 
     /// Every stream.
     pub fn streams(&self) -> Vec<StreamInfo> {
+        let busy = lock(&self.inner.busy).clone();
         self.streams_ref()
             .values()
-            .map(|stream| stream.info.clone())
+            .map(|stream| with_status(stream.info.clone(), &busy))
             .collect()
     }
 
     /// One stream, if it exists.
     pub fn stream(&self, name: &str) -> Option<StreamInfo> {
+        let busy = lock(&self.inner.busy).clone();
         self.streams_ref()
             .get(name)
-            .map(|stream| stream.info.clone())
+            .map(|stream| with_status(stream.info.clone(), &busy))
+    }
+
+    /// Marks `name` as under change until the guard drops; a second change meanwhile gets
+    /// [`Error::StreamBusy`] (Kinesis: ResourceInUseException).
+    pub(crate) fn begin_change(
+        &self,
+        name: &str,
+        status: StreamStatus,
+    ) -> Result<BusyGuard, Error> {
+        let mut busy = lock(&self.inner.busy);
+        if let Some(current) = busy.get(name) {
+            return Err(Error::StreamBusy {
+                stream: name.to_owned(),
+                status: *current,
+            });
+        }
+        busy.insert(name.to_owned(), status);
+        Ok(BusyGuard {
+            inner: Arc::clone(&self.inner),
+            stream: name.to_owned(),
+        })
     }
 
     /// Records and bytes appended since start (for metrics).
@@ -554,6 +627,7 @@ impl Broker {
             explicit_configs: configs,
             tags: BTreeMap::new(),
             scalings_ms: Vec::new(),
+            status: StreamStatus::Active,
         };
         if validate_only {
             return Ok(info);
@@ -595,6 +669,7 @@ impl Broker {
     /// Deletes a stream and all its data.
     pub async fn delete_stream(&self, name: &str) -> Result<(), Error> {
         self.check_running()?;
+        let _busy = self.begin_change(name, StreamStatus::Deleting)?;
         let _admin = self.inner.admin.lock().await;
         let stream = self
             .streams_mut()
@@ -1142,5 +1217,6 @@ fn stream_info(config: &BrokerConfig, record: &StreamRecord) -> Result<StreamInf
         explicit_configs: record.configs.clone(),
         tags: record.tags.clone(),
         scalings_ms: record.scalings_ms.clone(),
+        status: StreamStatus::Active,
     })
 }

@@ -205,6 +205,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<StreamInfo, Error> {
         self.check_running()?;
+        let _busy = self.begin_change(name, crate::StreamStatus::Updating)?;
         let _admin = self.inner.admin.lock().await;
         let current = self.current(name)?;
         let mut explicit = current.info.explicit_configs.clone();
@@ -260,6 +261,7 @@ impl Broker {
         new_starting_hash_key: u128,
     ) -> Result<(u32, u32), Error> {
         self.check_running()?;
+        let _busy = self.begin_change(name, crate::StreamStatus::Updating)?;
         let _admin = self.inner.admin.lock().await;
         let current = self.current(name)?;
         let parent = open_shard_info(&current, shard)?;
@@ -285,6 +287,7 @@ impl Broker {
     /// Merges two adjacent open shards (Kinesis MergeShards). Returns the child's index.
     pub async fn merge_shards(&self, name: &str, shard: u32, adjacent: u32) -> Result<u32, Error> {
         self.check_running()?;
+        let _busy = self.begin_change(name, crate::StreamStatus::Updating)?;
         let _admin = self.inner.admin.lock().await;
         let current = self.current(name)?;
         let first = open_shard_info(&current, shard)?;
@@ -312,6 +315,7 @@ impl Broker {
     /// that every child keeps at most two parents. Returns (open shards before, after).
     pub async fn update_shard_count(&self, name: &str, target: u32) -> Result<(u32, u32), Error> {
         self.check_running()?;
+        let _busy = self.begin_change(name, crate::StreamStatus::Updating)?;
         let _admin = self.inner.admin.lock().await;
         let current = self.current(name)?;
         let open = open_by_range(&current);

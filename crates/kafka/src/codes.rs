@@ -84,6 +84,8 @@ pub(crate) fn for_offsets_error(error: &Error) -> i16 {
     }
 }
 
+/// A partition reassignment (here: a reshard) is under way.
+pub(crate) const REASSIGNMENT_IN_PROGRESS: i16 = 60;
 /// A request over a quota (Kafka's KIP-599 code).
 pub(crate) const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
 /// A request the broker's policy refuses.
@@ -114,5 +116,7 @@ pub(crate) fn for_error(error: &Error) -> i16 {
         ErrorKind::Throttled => THROTTLING_QUOTA_EXCEEDED,
         ErrorKind::InvalidReshard => INVALID_PARTITIONS,
         ErrorKind::LimitExceeded => POLICY_VIOLATION,
+        // The closest Kafka says to "another change of this topic is under way".
+        ErrorKind::StreamBusy => REASSIGNMENT_IN_PROGRESS,
     }
 }

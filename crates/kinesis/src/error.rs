@@ -96,6 +96,7 @@ impl ApiError {
                 ApiError::invalid_argument(error.to_string())
             }
             (ErrorKind::LimitExceeded, _) => ApiError::limit_exceeded(error.to_string()),
+            (ErrorKind::StreamBusy, _) => ApiError::in_use(error.to_string()),
             (ErrorKind::Throttled, Error::Throttled { stream, shard, .. }) => ApiError {
                 kind: "ProvisionedThroughputExceededException",
                 message: format!(

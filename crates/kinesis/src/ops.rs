@@ -297,7 +297,7 @@ fn list_streams(front: &Kinesis, input: ListStreamsInput) -> Result<Answer, ApiE
         "StreamSummaries": page.iter().map(|stream| json!({
             "StreamName": stream.name,
             "StreamARN": front.arn(&stream.name),
-            "StreamStatus": "ACTIVE",
+            "StreamStatus": stream.status.as_str(),
             "StreamModeDetails": mode_json(stream),
             "StreamCreationTimestamp": seconds(stream.created_ms),
         })).collect::<Vec<_>>(),
@@ -334,7 +334,7 @@ fn describe_stream(front: &Kinesis, input: DescribeStreamInput) -> Result<Answer
         "StreamDescription": {
             "StreamName": stream.name,
             "StreamARN": front.arn(&stream.name),
-            "StreamStatus": "ACTIVE",
+            "StreamStatus": stream.status.as_str(),
             "StreamModeDetails": mode_json(&stream),
             "Shards": page.iter().map(|shard| shard_json(shard)).collect::<Vec<_>>(),
             "HasMoreShards": shards.len() > page.len(),
@@ -352,7 +352,7 @@ fn describe_stream_summary(front: &Kinesis, input: StreamRef) -> Result<Answer, 
         "StreamDescriptionSummary": {
             "StreamName": stream.name,
             "StreamARN": front.arn(&stream.name),
-            "StreamStatus": "ACTIVE",
+            "StreamStatus": stream.status.as_str(),
             "StreamModeDetails": mode_json(&stream),
             "RetentionPeriodHours": retention_hours(&stream),
             "StreamCreationTimestamp": seconds(stream.created_ms),

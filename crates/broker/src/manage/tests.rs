@@ -370,3 +370,32 @@ async fn on_demand_streams_split_hot_shards_and_merge_cold_ones() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_second_change_during_a_reshard_is_refused_and_status_shows_updating() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("busy", 2, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let guard = broker
+        .begin_change("busy", crate::StreamStatus::Updating)
+        .unwrap();
+    assert_eq!(
+        broker.stream("busy").unwrap().status,
+        crate::StreamStatus::Updating
+    );
+    let refused = broker
+        .split_shard("busy", 0, 1u128 << 126)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::StreamBusy);
+    drop(guard);
+    assert_eq!(
+        broker.stream("busy").unwrap().status,
+        crate::StreamStatus::Active
+    );
+    broker.split_shard("busy", 0, 1u128 << 126).await.unwrap();
+    broker.shutdown().await;
+}
