@@ -14,6 +14,9 @@
 //!   exactly-once check; the time until a member's partitions are consumed again after it
 //!   leaves and after it is SIGKILLed; and the coordinator's OffsetCommit rate, from
 //!   librdkafka members and from raw pipelined requests.
+//! - `cold`: produce into a topic whose segments are all uploaded to the object store and
+//!   deleted locally, then read it with a fresh consumer (cold) and again (warm block
+//!   cache), against direct 1 MiB reads and a copy + fsync of the same objects.
 //!
 //! Progress goes to stderr; exactly one JSON line with every figure goes to stdout.
 //! See benches/README.md.
@@ -83,6 +86,10 @@ enum Mode {
     /// A consumer group: throughput, rebalance times after a leave and a crash, and the
     /// coordinator's commit rate.
     Group,
+    /// Kafka consumption of a stream whose data is all in the object store (cold, then
+    /// warm through the block cache), against reading and writing the same objects
+    /// directly.
+    Cold,
 }
 
 impl Mode {
@@ -91,6 +98,7 @@ impl Mode {
             Mode::Produce => "produce",
             Mode::Latency => "latency",
             Mode::Group => "group",
+            Mode::Cold => "cold",
         }
     }
 }
@@ -136,14 +144,21 @@ struct Args {
     /// missing); both are deleted afterwards. Keep it on the filesystem you want measured.
     #[arg(long, default_value = "target/bench-data")]
     data_dir_root: PathBuf,
-    /// Records to produce (produce mode).
-    #[arg(long, default_value_t = 200_000)]
+    /// Records to produce [default: 200 000; in cold mode --cold-bytes / --record-bytes].
+    #[arg(long = "records")]
+    records_flag: Option<u64>,
+    /// `--records` or the mode's default (filled in after parsing).
+    #[arg(skip)]
     records: u64,
     /// Payload bytes per record (at least 24: a header carries producer, sequence number
-    /// and send time).
-    #[arg(long, default_value_t = 1024)]
+    /// and send time) [default: 1024; 16384 in cold mode].
+    #[arg(long = "record-bytes")]
+    record_bytes_flag: Option<usize>,
+    /// `--record-bytes` or the mode's default (filled in after parsing).
+    #[arg(skip)]
     record_bytes: usize,
-    /// Partitions of the topic created for the run [default: 8; 6 in group mode].
+    /// Partitions of the topic created for the run [default: 8; 6 in group mode; 4 in
+    /// cold mode].
     #[arg(long = "partitions")]
     partitions_flag: Option<i32>,
     /// `--partitions` or the mode's default (filled in after parsing).
@@ -238,6 +253,21 @@ struct Args {
     /// Group mode: seconds each commit-rate measurement lasts.
     #[arg(long, default_value_t = 5.0)]
     commit_seconds: f64,
+    /// Cold mode: payload bytes to produce when --records is not given.
+    #[arg(long, default_value_t = 256 << 20)]
+    cold_bytes: u64,
+    /// Cold mode: the server's [tier] cache_bytes_max.
+    #[arg(long, default_value_t = 512 << 20)]
+    cold_cache_bytes: u64,
+    /// Cold mode: the server's [tier] upload_interval_ms.
+    #[arg(long, default_value_t = 200)]
+    cold_upload_interval_ms: u64,
+    /// Cold mode: the topic's segment.bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    cold_segment_bytes: u64,
+    /// Cold mode: longest wait for every segment to be uploaded and deleted locally.
+    #[arg(long, default_value_t = 600.0)]
+    cold_wait_secs: f64,
 }
 
 impl Args {
@@ -772,13 +802,26 @@ fn new_consumer(
 }
 
 async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> anyhow::Result<()> {
+    create_topic_with(bootstrap, name, partitions, &[]).await
+}
+
+/// CreateTopics with `capacity.mode=unlimited` and the given extra topic configs.
+async fn create_topic_with(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
         .create()
         .context("creating an admin client")?;
     // The benchmark measures the server, not Kinesis' per-shard limits (1 MiB/s by
     // default), so its topic is created with those limits lifted.
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
         .set("capacity.mode", "unlimited");
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics([&topic], &options).await? {
         result.map_err(|(topic, code)| anyhow!("creating topic {topic}: {code}"))?;
@@ -3738,6 +3781,478 @@ async fn group_mode(
 }
 
 // ---------------------------------------------------------------------------------------
+// Cold mode
+// ---------------------------------------------------------------------------------------
+
+/// Cold mode: a Kafka consumer should read tiered data at least this fraction of the
+/// speed of reading the same objects directly (1 MiB preads)...
+const TARGET_COLD_VS_DIRECT: f64 = 0.8;
+/// ...a second pass through the warm block cache at least this many times the cold one...
+const TARGET_WARM_VS_COLD: f64 = 5.0;
+/// ...and the server's peak RSS within the cache size plus this much.
+const TARGET_COLD_RSS_OVERHEAD_MIB: f64 = 256.0;
+
+/// The server's `[tier]` settings for a cold-mode run. The object store is the default,
+/// `file://<data_dir>/objects`.
+fn cold_server_config(args: &Args) -> String {
+    format!(
+        "# Written by shardline-bench --mode cold.\n[tier]\nenabled = true\nupload_interval_ms = {}\ncache_bytes_max = {}\n",
+        args.cold_upload_interval_ms, args.cold_cache_bytes
+    )
+}
+
+/// `GET http://ADDR/metrics` (HTTP/1.0, so the server closes the connection).
+async fn fetch_metrics(http_addr: &str) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(http_addr)
+        .await
+        .with_context(|| format!("connecting to {http_addr}"))?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {http_addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .context("GET /metrics timed out")??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    ensure!(
+        text.starts_with("HTTP/1.") && text.split_whitespace().nth(1) == Some("200"),
+        "GET /metrics: {}",
+        text.lines().next().unwrap_or("")
+    );
+    Ok(text)
+}
+
+/// The value of an unlabelled metric line `NAME VALUE`.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Every file under `dir` (recursively) whose name ends with `suffix`, sorted, with sizes.
+fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(path),
+                Ok(kind) if kind.is_file() && path.to_string_lossy().ends_with(suffix) => {
+                    let size = entry.metadata().map_or(0, |m| m.len());
+                    out.push((path, size));
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Baseline A: every object read sequentially in 1 MiB preads. Returns (bytes, time).
+fn read_objects(objects: &[(PathBuf, u64)]) -> anyhow::Result<(u64, Duration)> {
+    use std::os::unix::fs::FileExt as _;
+    const CHUNK: usize = 1 << 20;
+    let mut buf = vec![0u8; CHUNK];
+    let start = Instant::now();
+    let mut total = 0u64;
+    for (path, _) in objects {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut offset = 0u64;
+        loop {
+            let n = file.read_at(&mut buf, offset)?;
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+        }
+        total += offset;
+    }
+    Ok((total, start.elapsed()))
+}
+
+/// Baseline B: the same bytes copied into one new file (1 MiB reads and writes), with a
+/// single fsync at the end. Returns (bytes, time).
+fn copy_objects(objects: &[(PathBuf, u64)], root: &Path) -> anyhow::Result<(u64, Duration)> {
+    use std::io::Read as _;
+    const CHUNK: usize = 1 << 20;
+    let path = root.join(format!("put-baseline-{}.tmp", std::process::id()));
+    let _remove = RemoveOnDrop(path.clone());
+    let mut buf = vec![0u8; CHUNK];
+    let start = Instant::now();
+    let mut out = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut total = 0u64;
+    for (object, _) in objects {
+        let mut file =
+            File::open(object).with_context(|| format!("opening {}", object.display()))?;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+    }
+    out.sync_all()?;
+    Ok((total, start.elapsed()))
+}
+
+/// One verifying pass over the whole topic by a fresh consumer without a group.
+async fn cold_consume_pass(
+    label: &'static str,
+    args: &Args,
+    bootstrap: &str,
+    topic: &str,
+    per_producer: &[u64],
+    server_pid: u32,
+) -> anyhow::Result<(ConsumeOutcome, Value)> {
+    // rust-rdkafka's assign() wants a group.id; a fresh one per pass, never joined nor
+    // committed to (offsets are assigned explicitly from the beginning).
+    let mut settings = consumer_settings(args);
+    settings.retain(|(key, _)| key != "group.id");
+    settings.insert(0, ("group.id".into(), format!("{topic}-{label}")));
+    let before = Samples::take(Some(server_pid));
+    let wall = Instant::now();
+    let consumer = new_consumer(bootstrap, &settings, topic, args.partitions)?;
+    let control = Arc::new(ConsumeControl {
+        expected: AtomicU64::new(args.records),
+        warmup_seen: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let (partitions, record_bytes) = (args.partitions, args.record_bytes);
+    let progress = Duration::from_secs_f64(args.progress_secs);
+    let per_producer = per_producer.to_vec();
+    let handle = std::thread::Builder::new()
+        .name(label.to_string())
+        .spawn(move || {
+            // consume_and_verify times the first record from its own start; add the time
+            // since the consumer was created.
+            let before_loop = wall.elapsed();
+            let mut outcome = consume_and_verify(
+                label,
+                consumer,
+                partitions,
+                &per_producer,
+                record_bytes,
+                &control,
+                false,
+                Duration::from_secs(60),
+                progress,
+            );
+            outcome.first_record_after += before_loop;
+            outcome
+        })?;
+    let outcome = join_consumer(handle).await?;
+    let after = Samples::take(Some(server_pid));
+    eprintln!(
+        "{label}: {} records in {:.2} s: {:.1} MB/s, first record after {:.3} s, verified: {}{}",
+        outcome.received,
+        outcome.elapsed.as_secs_f64(),
+        mb_per_s(outcome.bytes, outcome.elapsed),
+        outcome.first_record_after.as_secs_f64(),
+        outcome.verified(),
+        outcome
+            .first_problem
+            .as_ref()
+            .map(|p| format!(" (first problem: {p})"))
+            .unwrap_or_default()
+    );
+    let mut json = outcome.json();
+    json["resources"] = phase_resources(before, after, wall.elapsed());
+    Ok((outcome, json))
+}
+
+/// The tier counters of interest, from one /metrics scrape.
+fn tier_counters(text: &str) -> Value {
+    let names = [
+        "upload_backlog_segments",
+        "upload_backlog_bytes",
+        "segments_uploaded_total",
+        "uploaded_bytes_total",
+        "upload_failures_total",
+        "gets_total",
+        "get_bytes_total",
+        "cache_hits_total",
+        "cache_misses_total",
+    ];
+    Value::Object(
+        names
+            .iter()
+            .map(|name| {
+                let value = metric(text, &format!("shardline_tier_{name}"));
+                ((*name).to_string(), json!(value))
+            })
+            .collect(),
+    )
+}
+
+/// Counter differences between two `tier_counters` values.
+fn counters_delta(before: &Value, after: &Value) -> Value {
+    let Some(after) = after.as_object() else {
+        return Value::Null;
+    };
+    Value::Object(
+        after
+            .iter()
+            .filter(|(name, _)| name.ends_with("_total"))
+            .map(|(name, value)| {
+                let delta = match (value.as_f64(), before[name].as_f64()) {
+                    (Some(a), Some(b)) => json!(a - b),
+                    _ => Value::Null,
+                };
+                (name.clone(), delta)
+            })
+            .collect(),
+    )
+}
+
+/// Cold mode. Returns the mode's JSON fields and whether everything checked out.
+async fn cold_mode(
+    args: &Args,
+    bootstrap: &str,
+    server: &ServerProcess,
+) -> anyhow::Result<(serde_json::Map<String, Value>, bool)> {
+    let mut fields = serde_json::Map::new();
+    let server_pid = Some(server.pid);
+    let data_dir = server.data_dir.path();
+    let local_streams = data_dir.join("streams");
+    let objects_dir = data_dir.join("objects");
+    let topic = default_topic(args, "");
+    let segment_bytes = args.cold_segment_bytes.to_string();
+    create_topic_with(
+        bootstrap,
+        &topic,
+        args.partitions,
+        &[
+            ("segment.bytes", &segment_bytes),
+            ("local.retention.ms", "0"),
+        ],
+    )
+    .await?;
+    fields.insert("topic".into(), json!(topic));
+    fields.insert(
+        "topic_config".into(),
+        json!({
+            "capacity.mode": "unlimited",
+            "segment.bytes": args.cold_segment_bytes,
+            "local.retention.ms": 0,
+        }),
+    );
+    fields.insert(
+        "object_store".into(),
+        json!(format!(
+            "file://{}",
+            std::path::absolute(&objects_dir)?.display()
+        )),
+    );
+
+    // Produce, watching the upload counters meanwhile.
+    eprintln!(
+        "produce: topic {topic}, {} partitions, {} records of {} bytes ({:.0} MB)",
+        args.partitions,
+        args.records,
+        args.record_bytes,
+        (args.records * args.record_bytes as u64) as f64 / 1e6
+    );
+    let per_producer = split_counts(args.records, args.producers);
+    let pacings = per_producer
+        .iter()
+        .map(|&count| Pacing::Flat { count })
+        .collect();
+    let first_upload: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let watcher = {
+        let http = server.http_addr.clone();
+        let first_upload = Arc::clone(&first_upload);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(text) = fetch_metrics(&http).await
+                    && metric(&text, "shardline_tier_uploaded_bytes_total").unwrap_or(0.0) > 0.0
+                {
+                    first_upload
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert_with(Instant::now);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let before = Samples::take(server_pid);
+    let produce_start = Instant::now();
+    let mut produced =
+        produce_phase("produce", args, bootstrap, &topic, pacings, server_pid).await?;
+    let produce_end = Instant::now();
+    let after_produce = Samples::take(server_pid);
+    let mut produce_json = produced.json();
+    produce_json["resources"] = phase_resources(before, after_produce, produced.elapsed);
+    fields.insert("produce".into(), produce_json);
+
+    // Wait until every sealed segment is in the store and gone locally.
+    eprintln!("upload: waiting for backlog 0 and at most one local segment per partition");
+    let deadline = produce_end + Duration::from_secs_f64(args.cold_wait_secs);
+    let mut ticker = Ticker::new(Duration::from_secs_f64(args.progress_secs));
+    let (drained_at, metrics_text, local_left) = loop {
+        let text = fetch_metrics(&server.http_addr).await?;
+        let backlog = metric(&text, "shardline_tier_upload_backlog_segments");
+        let local = files_with_suffix(&local_streams, ".log");
+        if backlog == Some(0.0) && local.len() <= args.partitions as usize {
+            break (Instant::now(), text, local);
+        }
+        if ticker.due() {
+            eprintln!(
+                "upload: backlog {:?} segments, {} local .log files, uploaded {:.0} MB",
+                backlog,
+                local.len(),
+                metric(&text, "shardline_tier_uploaded_bytes_total").unwrap_or(0.0) / 1e6
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "upload: not done {:.0} s after producing (backlog {backlog:?}, {} local .log files)",
+                args.cold_wait_secs,
+                local.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    watcher.abort();
+    let after_upload = Samples::take(server_pid);
+    let objects = files_with_suffix(&objects_dir, ".log");
+    let object_bytes: u64 = objects.iter().map(|(_, size)| size).sum();
+    let local_bytes: u64 = local_left.iter().map(|(_, size)| size).sum();
+    let uploaded_bytes = metric(&metrics_text, "shardline_tier_uploaded_bytes_total")
+        .map_or(object_bytes, |b| b as u64);
+    let upload_start = first_upload
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or(produce_start);
+    let upload_span = drained_at.saturating_duration_since(upload_start);
+    let drain_after_produce = drained_at.saturating_duration_since(produce_end);
+    let upload_mb_s = mb_per_s(uploaded_bytes, upload_span);
+    eprintln!(
+        "upload: {} objects, {:.0} MB, done {:.2} s after producing; first upload to last: {:.2} s, {upload_mb_s:.1} MB/s; {} local .log files left ({:.1} MB)",
+        objects.len(),
+        object_bytes as f64 / 1e6,
+        drain_after_produce.as_secs_f64(),
+        upload_span.as_secs_f64(),
+        local_left.len(),
+        local_bytes as f64 / 1e6
+    );
+    let tier_after_upload = tier_counters(&metrics_text);
+    fields.insert(
+        "upload".into(),
+        json!({
+            "log_objects": objects.len(),
+            "log_object_bytes": object_bytes,
+            "uploaded_bytes_metric": uploaded_bytes,
+            "first_upload_after_produce_start_s": round3(upload_start.saturating_duration_since(produce_start).as_secs_f64()),
+            "first_upload_to_drained_s": round3(upload_span.as_secs_f64()),
+            "drained_after_produce_end_s": round3(drain_after_produce.as_secs_f64()),
+            "mb_s": round3(upload_mb_s),
+            "local_log_files_left": local_left.len(),
+            "local_log_bytes_left": local_bytes,
+            "tier_counters": tier_after_upload,
+            "resources": phase_resources(after_produce, after_upload, drain_after_produce),
+        }),
+    );
+
+    // Baselines on the same objects.
+    let (read_bytes, read_time) = read_objects(&objects)?;
+    let direct_read_mb_s = mb_per_s(read_bytes, read_time);
+    let (copy_bytes, copy_time) = copy_objects(&objects, &args.data_dir_root)?;
+    let put_mb_s = mb_per_s(copy_bytes, copy_time);
+    eprintln!(
+        "baseline A: 1 MiB preads of the objects: {direct_read_mb_s:.1} MB/s; baseline B: copy + one fsync: {put_mb_s:.1} MB/s"
+    );
+    fields.insert(
+        "baselines".into(),
+        json!({
+            "a_object_read_1mib_pread": {
+                "bytes": read_bytes,
+                "seconds": round3(read_time.as_secs_f64()),
+                "mb_s": round3(direct_read_mb_s),
+            },
+            "b_object_copy_one_fsync": {
+                "bytes": copy_bytes,
+                "seconds": round3(copy_time.as_secs_f64()),
+                "mb_s": round3(put_mb_s),
+            },
+        }),
+    );
+
+    // Cold, then warm.
+    let pid = server.pid;
+    let hwm_before_reads = Samples::take(server_pid).server.map(|s| s.hwm_kib);
+    let tier_before_cold = tier_counters(&fetch_metrics(&server.http_addr).await?);
+    let (cold, mut cold_json) =
+        cold_consume_pass("cold", args, bootstrap, &topic, &per_producer, pid).await?;
+    let tier_after_cold = tier_counters(&fetch_metrics(&server.http_addr).await?);
+    cold_json["tier_counters_delta"] = counters_delta(&tier_before_cold, &tier_after_cold);
+    let (warm, mut warm_json) =
+        cold_consume_pass("warm", args, bootstrap, &topic, &per_producer, pid).await?;
+    let tier_after_warm = tier_counters(&fetch_metrics(&server.http_addr).await?);
+    warm_json["tier_counters_delta"] = counters_delta(&tier_after_cold, &tier_after_warm);
+    let end = Samples::take(server_pid).server;
+    fields.insert("cold".into(), cold_json);
+    fields.insert("warm".into(), warm_json);
+
+    let cold_mb_s = mb_per_s(cold.bytes, cold.elapsed);
+    let warm_mb_s = mb_per_s(warm.bytes, warm.elapsed);
+    let cold_vs_direct = round3(cold_mb_s / direct_read_mb_s);
+    let warm_vs_cold = round3(warm_mb_s / cold_mb_s);
+    let upload_vs_put = round3(upload_mb_s / put_mb_s);
+    let cache_mib = args.cold_cache_bytes as f64 / 1048576.0;
+    let hwm_mib = end.map(|s| round3(s.hwm_kib as f64 / 1024.0));
+    let rss_limit_mib = cache_mib + TARGET_COLD_RSS_OVERHEAD_MIB;
+    eprintln!(
+        "cold {cold_mb_s:.1} MB/s = {cold_vs_direct}x direct reads; warm {warm_mb_s:.1} MB/s = {warm_vs_cold}x cold; upload {upload_mb_s:.1} MB/s = {upload_vs_put}x copy+fsync; server VmHWM {hwm_mib:?} MiB (cache {cache_mib:.0} MiB)"
+    );
+    fields.insert(
+        "memory".into(),
+        json!({
+            "cache_bytes_max": args.cold_cache_bytes,
+            "server_hwm_mib_before_reads": hwm_before_reads.map(|k| round3(k as f64 / 1024.0)),
+            "server_hwm_mib_end": hwm_mib,
+            "server_rss_mib_end": end.map(|s| round3(s.rss_kib as f64 / 1024.0)),
+            "hwm_minus_cache_mib": hwm_mib.map(|h| round3(h - cache_mib)),
+        }),
+    );
+    fields.insert(
+        "ratios".into(),
+        json!({
+            "cold_vs_direct_read": cold_vs_direct,
+            "warm_vs_cold": warm_vs_cold,
+            "upload_vs_copy_fsync": upload_vs_put,
+        }),
+    );
+    fields.insert(
+        "targets".into(),
+        json!({
+            "cold_vs_direct_read_min": TARGET_COLD_VS_DIRECT,
+            "cold_vs_direct_read_met": cold_vs_direct >= TARGET_COLD_VS_DIRECT,
+            "warm_vs_cold_min": TARGET_WARM_VS_COLD,
+            "warm_vs_cold_met": warm_vs_cold >= TARGET_WARM_VS_COLD,
+            "server_hwm_limit_mib": rss_limit_mib,
+            "server_hwm_limit": format!("cache_bytes_max + {TARGET_COLD_RSS_OVERHEAD_MIB} MiB"),
+            "server_hwm_met": hwm_mib.map(|h| h <= rss_limit_mib),
+        }),
+    );
+    let ok = produced.errors == 0
+        && produced.records == args.records
+        && cold.verified()
+        && warm.verified();
+    produced.ack_us.clear();
+    Ok((fields, ok))
+}
+
+// ---------------------------------------------------------------------------------------
 // main
 // ---------------------------------------------------------------------------------------
 
@@ -3770,6 +4285,10 @@ fn params_json(args: &Args) -> Value {
         "commit_connections": args.commit_connections,
         "commit_pipeline": args.commit_pipeline,
         "commit_seconds": args.commit_seconds,
+        "cold_bytes": args.cold_bytes,
+        "cold_cache_bytes": args.cold_cache_bytes,
+        "cold_upload_interval_ms": args.cold_upload_interval_ms,
+        "cold_segment_bytes": args.cold_segment_bytes,
         "member_config": settings_json(&member_settings(args, "TOPIC-group", false)),
         "producer_config": settings_json(&producer_settings(args)),
         "consumer_config": settings_json(&consumer_settings(args)),
@@ -3849,10 +4368,20 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
     report.insert("machine".into(), machine_info(&args.data_dir_root));
     report.insert("load_average_before".into(), load_average());
 
-    // Group mode: a server config file with the group settings the run needs.
+    if args.mode == Mode::Cold {
+        ensure!(
+            args.spawn_server.is_some(),
+            "--mode cold needs --spawn-server (it reads the server's data dir and /metrics)"
+        );
+    }
+    // Group and cold modes: a server config file with the settings the run needs.
     let server_config = match (&args.spawn_server, args.mode) {
-        (Some(_), Mode::Group) => {
-            let text = group_server_config(args);
+        (Some(_), Mode::Group | Mode::Cold) => {
+            let text = if args.mode == Mode::Cold {
+                cold_server_config(args)
+            } else {
+                group_server_config(args)
+            };
             let path = args
                 .data_dir_root
                 .join(format!("server-config-{}.toml", std::process::id()));
@@ -3894,6 +4423,10 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
                 Mode::Produce => produce_mode(args, &bootstrap, server_pid).await,
                 Mode::Latency => latency_mode(args, &bootstrap, server_pid).await,
                 Mode::Group => group_mode(args, &bootstrap, server_pid).await,
+                Mode::Cold => {
+                    let server = server.as_ref().context("cold mode needs --spawn-server")?;
+                    cold_mode(args, &bootstrap, server).await
+                }
             }
         } => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
@@ -3945,7 +4478,16 @@ fn main() -> ExitCode {
     let mut args = Args::parse();
     args.partitions = args.partitions_flag.unwrap_or(match args.mode {
         Mode::Group => 6,
+        Mode::Cold => 4,
         Mode::Produce | Mode::Latency => 8,
+    });
+    args.record_bytes = args.record_bytes_flag.unwrap_or(match args.mode {
+        Mode::Cold => 16 << 10,
+        Mode::Produce | Mode::Latency | Mode::Group => 1024,
+    });
+    args.records = args.records_flag.unwrap_or(match args.mode {
+        Mode::Cold => (args.cold_bytes / args.record_bytes.max(1) as u64).max(1),
+        Mode::Produce | Mode::Latency | Mode::Group => 200_000,
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
