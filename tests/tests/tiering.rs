@@ -20,6 +20,21 @@ const PARTITIONS: i32 = 2;
 const RECORD_BYTES: usize = 8 * 1024;
 const RECORDS: usize = 6400; // 50 MiB
 
+/// A topic of 1 MiB segments whose sealed segments leave local disk once uploaded.
+async fn create_tiered_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+        .set("segment.bytes", "1048576")
+        .set("local.retention.ms", "0");
+    for result in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+}
+
 fn payload(index: usize) -> Vec<u8> {
     // Every byte depends on the index, so a record read back at the wrong place or with
     // damaged bytes is caught.
@@ -38,17 +53,7 @@ async fn segments_tier_to_s3_and_come_back_after_losing_the_disk() {
     let dir = data_dir();
     let server = TestServer::start_in(dir, configure).await;
     let bootstrap = server.bootstrap();
-    let admin: AdminClient<DefaultClientContext> = client_config(&bootstrap).create().unwrap();
-    let topic = NewTopic::new("cold", PARTITIONS, TopicReplication::Fixed(1))
-        .set("segment.bytes", "1048576")
-        .set("local.retention.ms", "0");
-    for result in admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
+    create_tiered_topic(&bootstrap, "cold", PARTITIONS).await;
 
     let producer = producer(&bootstrap, &[("linger.ms", "5")]);
     let mut deliveries = Vec::with_capacity(RECORDS);
@@ -196,17 +201,7 @@ async fn an_object_store_outage_delays_uploads_and_loses_nothing() {
     };
     let server = TestServer::start_in(data_dir(), configure).await;
     let bootstrap = server.bootstrap();
-    let admin: AdminClient<DefaultClientContext> = client_config(&bootstrap).create().unwrap();
-    let topic = NewTopic::new("flaky", 1, TopicReplication::Fixed(1))
-        .set("segment.bytes", "1048576")
-        .set("local.retention.ms", "0");
-    for result in admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
+    create_tiered_topic(&bootstrap, "flaky", 1).await;
     let producer = producer(&bootstrap, &[("linger.ms", "5")]);
     let mut placed = BTreeMap::new();
     let mut produce = async |range: std::ops::Range<usize>| {
@@ -296,17 +291,7 @@ async fn kill_9_during_uploads_leaves_manifest_and_bucket_consistent() {
     let server =
         shardline_testkit::ServerProcess::spawn_with_env(dir.path(), &args, &s3.env()).unwrap();
     let bootstrap = server.bootstrap();
-    let admin: AdminClient<DefaultClientContext> = client_config(&bootstrap).create().unwrap();
-    let topic = NewTopic::new("crashy", 1, TopicReplication::Fixed(1))
-        .set("segment.bytes", "1048576")
-        .set("local.retention.ms", "0");
-    for result in admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
+    create_tiered_topic(&bootstrap, "crashy", 1).await;
     let producer = producer(&bootstrap, &[("linger.ms", "5")]);
     let mut placed = BTreeMap::new();
     let mut deliveries = Vec::new();
@@ -329,7 +314,6 @@ async fn kill_9_during_uploads_leaves_manifest_and_bucket_consistent() {
     }
     server.kill9();
     drop(producer);
-    drop(admin);
 
     let server =
         shardline_testkit::ServerProcess::spawn_with_env(dir.path(), &args, &s3.env()).unwrap();
