@@ -166,6 +166,10 @@ pub struct StreamConfig {
     pub shard_write_records_per_second: u64,
     /// `shard.read.bytes.per.second`: Kinesis' 2 MiB/s per shard.
     pub shard_read_bytes_per_second: u64,
+    /// `retention.bytes`: most bytes a shard's log keeps on local disk before its oldest
+    /// segments are deleted; -1 for no bound (Kafka's default). Tiered copies are bounded
+    /// by `retention.ms`.
+    pub retention_bytes: i64,
     /// `local.retention.ms`: with tiering, how long an uploaded segment's local copy is
     /// kept (by its newest record's age); -2 means as long as `retention.ms`.
     pub local_retention_ms: i64,
@@ -196,6 +200,7 @@ impl Default for StreamConfig {
             shard_write_bytes_per_second: 1024 * 1024,
             shard_write_records_per_second: 1000,
             shard_read_bytes_per_second: 2 * 1024 * 1024,
+            retention_bytes: -1,
             local_retention_ms: 24 * 3600 * 1000,
             local_retention_bytes: -2,
         }
@@ -211,7 +216,6 @@ const INERT_TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("unclean.leader.election.enable", "false"),
     ("message.timestamp.type", "CreateTime"),
     ("message.downconversion.enable", "true"),
-    ("retention.bytes", "-1"),
 ];
 
 /// One config entry as DescribeConfigs reports it.
@@ -284,6 +288,15 @@ impl StreamConfig {
                     )));
                 }
                 self.max_message_bytes = bytes as u32;
+            }
+            "retention.bytes" => {
+                let value = number()?;
+                if value < -1 {
+                    return Err(invalid(
+                        "retention.bytes must be -1 (no bound), 0 or more".to_owned(),
+                    ));
+                }
+                self.retention_bytes = value;
             }
             "local.retention.ms" | "local.retention.bytes" => {
                 let value = number()?;
@@ -360,6 +373,10 @@ impl StreamConfig {
             (
                 "shard.read.bytes.per.second".to_owned(),
                 self.shard_read_bytes_per_second.to_string(),
+            ),
+            (
+                "retention.bytes".to_owned(),
+                self.retention_bytes.to_string(),
             ),
             (
                 "local.retention.ms".to_owned(),

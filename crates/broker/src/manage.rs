@@ -540,6 +540,7 @@ impl Broker {
         let mut report = RetentionReport::default();
         for stream in streams {
             let cutoff = now_ms.saturating_sub(stream.info.config.retention_ms);
+            let bytes_max = u64::try_from(stream.info.config.retention_bytes).ok();
             for slot in &stream.shards {
                 let shard = Arc::clone(&slot.shard);
                 let deleted = tokio::task::spawn_blocking(move || -> Result<usize, Error> {
@@ -558,9 +559,19 @@ impl Broker {
                         return Ok(0);
                     }
                     let segments = log.segments();
+                    // Oldest first: expired by age, or needed to bring the log under
+                    // retention.bytes. The active segment always stays.
+                    let mut total: u64 = segments.iter().map(|segment| segment.size_bytes).sum();
                     let keep_from = segments
                         .iter()
-                        .take_while(|segment| !segment.active && expired(segment.max_timestamp))
+                        .take_while(|segment| {
+                            let over = bytes_max.is_some_and(|max| total > max);
+                            let go = !segment.active && (expired(segment.max_timestamp) || over);
+                            if go {
+                                total -= segment.size_bytes;
+                            }
+                            go
+                        })
                         .last()
                         .map(|segment| segment.next_offset);
                     match keep_from {

@@ -399,3 +399,30 @@ async fn a_second_change_during_a_reshard_is_refused_and_status_shows_updating()
     broker.split_shard("busy", 0, 1u128 << 126).await.unwrap();
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn retention_bytes_bounds_the_local_log_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    let configs = BTreeMap::from([
+        ("segment.bytes".to_owned(), "1024".to_owned()),
+        ("retention.bytes".to_owned(), "3000".to_owned()),
+    ]);
+    broker.create_stream("b", 1, configs, false).await.unwrap();
+    let value = vec![b'b'; 600];
+    let now = crate::now_ms();
+    for _ in 0..8 {
+        append(&broker, "b", 0, now, &[&value]).await;
+    }
+    broker.enforce_retention(now).await.unwrap();
+    let (stream, index) = broker.shard("b", 0).unwrap();
+    let segments = stream.shards[index].shard.log.read().unwrap().segments();
+    let total: u64 = segments.iter().map(|segment| segment.size_bytes).sum();
+    assert!(total <= 3000, "{total} bytes kept");
+    let (start, high) = broker.offsets("b", 0).unwrap();
+    assert!(
+        start > 0 && high == 8,
+        "oldest records went first: [{start}, {high})"
+    );
+    broker.shutdown().await;
+}
