@@ -541,8 +541,16 @@ impl Broker {
         for stream in streams {
             let cutoff = now_ms.saturating_sub(stream.info.config.retention_ms);
             let bytes_max = u64::try_from(stream.info.config.retention_bytes).ok();
+            let tiered = self.inner.tier.is_some();
             for slot in &stream.shards {
                 let shard = Arc::clone(&slot.shard);
+                // With tiering, the size bound only removes what the bucket already holds:
+                // deleting a segment before its upload would leave a gap in the remote copy.
+                let uploaded_to = if tiered {
+                    shard.remote_range().map_or(0, |(_, next)| next)
+                } else {
+                    u64::MAX
+                };
                 let deleted = tokio::task::spawn_blocking(move || -> Result<usize, Error> {
                     let mut log = shard
                         .log
@@ -565,7 +573,8 @@ impl Broker {
                     let keep_from = segments
                         .iter()
                         .take_while(|segment| {
-                            let over = bytes_max.is_some_and(|max| total > max);
+                            let over = bytes_max.is_some_and(|max| total > max)
+                                && segment.next_offset <= uploaded_to;
                             let go = !segment.active && (expired(segment.max_timestamp) || over);
                             if go {
                                 total -= segment.size_bytes;
