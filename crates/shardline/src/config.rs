@@ -124,6 +124,9 @@ pub struct StreamsSection {
     pub on_demand_shards_min: u32,
     /// On-demand scaling: never more open shards than this.
     pub on_demand_shards_max: u32,
+    /// Most bytes a shard's log keeps locally before its oldest segments go (per topic
+    /// `retention.bytes`); -1 for no bound.
+    pub retention_bytes: i64,
     /// With tiering: hours an uploaded segment's local copy is kept (by its newest
     /// record's age); per topic `local.retention.ms`. -1: as long as the retention.
     pub local_retention_hours: i64,
@@ -301,6 +304,7 @@ impl Default for StreamsSection {
             on_demand_cold_percent: 10,
             on_demand_shards_min: 1,
             on_demand_shards_max: 64,
+            retention_bytes: -1,
             local_retention_hours: 24,
             local_retention_bytes: -1,
         }
@@ -456,6 +460,10 @@ impl ServeConfig {
             shard_write_bytes_per_second: self.streams.shard_write_bytes_per_second,
             shard_write_records_per_second: self.streams.shard_write_records_per_second,
             shard_read_bytes_per_second: self.streams.shard_read_bytes_per_second,
+            retention_bytes: match self.streams.retention_bytes {
+                bytes if bytes >= -1 => bytes,
+                bytes => bail!("streams.retention_bytes is {bytes}; use -1 (no bound) or 0 and up"),
+            },
             local_retention_ms: match self.streams.local_retention_hours {
                 -1 => -2,
                 hours if hours >= 0 => hours * 3_600_000,
