@@ -813,11 +813,10 @@ impl Broker {
         }
         let slot = &stream.shards[index];
         slot.shard.check_failed()?;
-        let closed = || Error::ShardClosed {
-            stream: stream.info.name.clone(),
-            shard: index as u32,
+        let sender = lock(&slot.queue).clone();
+        let Some(sender) = sender else {
+            return Err(self.closed_queue(&stream.info.name, index as u32).await);
         };
-        let sender = lock(&slot.queue).clone().ok_or_else(closed)?;
         let now = now_ms();
         let throttle_ms = slot
             .shard
@@ -845,18 +844,34 @@ impl Broker {
                 reply,
             })
             .await
-            // The queue closes when a reshard closes the shard, or at shutdown.
-            .map_err(|_queue_closed| {
-                if self.inner.shutting_down.load(Ordering::Acquire) {
-                    Error::ShuttingDown
-                } else {
-                    closed()
-                }
+            // Our clone of the sender keeps the queue open through a reshard (the writer
+            // drains every sender's appends), so only a dead writer gets here.
+            .map_err(|_writer_gone| Error::ShardFailed {
+                stream: stream.info.name.clone(),
+                shard: index as u32,
+                reason: "the shard's writer stopped".to_owned(),
             })?;
         Ok(PendingAppend {
             reply: receiver,
             throttle_ms,
         })
+    }
+
+    /// The error for an append that found its shard's queue closed. Outside shutdown that
+    /// means a reshard (or a delete) is closing the shard under the admin lock, while the
+    /// published layout still shows it open; waiting for the lock means the caller's next
+    /// `route` sees the children, so callers never need to poll for the layout.
+    /// (`append_rerouted` appends while holding that lock, but only to children it found
+    /// open under it, whose queues nothing else can close meanwhile, so it never gets here.)
+    async fn closed_queue(&self, stream: &str, shard: u32) -> Error {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Error::ShuttingDown;
+        }
+        drop(self.inner.admin.lock().await);
+        Error::ShardClosed {
+            stream: stream.to_owned(),
+            shard,
+        }
     }
 
     /// Reads whole batches from `offset` (see [`ReadOutcome`]).
@@ -1117,7 +1132,6 @@ fn open_shard(
     Ok(Shard::new(
         info.name.clone(),
         shard.index,
-        shard.range,
         log,
         config.flush,
         &info.config,

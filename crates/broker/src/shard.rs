@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
-use shardline_core::HashKeyRange;
 use shardline_core::batch::BatchHeader;
 use shardline_core::throttle::TokenBucket;
 use shardline_log::ShardLog;
@@ -54,9 +53,6 @@ pub(crate) struct AppendRequest {
 pub(crate) struct Shard {
     pub(crate) stream: String,
     pub(crate) index: u32,
-    /// Hash keys owned; used by Kinesis-style routing.
-    #[allow(dead_code)]
-    pub(crate) range: HashKeyRange,
     pub(crate) log: RwLock<ShardLog>,
     producers: Mutex<ProducerStates>,
     /// Next offset a consumer may not yet read: everything below is durable.
@@ -131,7 +127,6 @@ impl Shard {
     pub(crate) fn new(
         stream: String,
         index: u32,
-        range: HashKeyRange,
         log: ShardLog,
         flush: FlushPolicy,
         config: &StreamConfig,
@@ -142,7 +137,6 @@ impl Shard {
         Shard {
             stream,
             index,
-            range,
             log: RwLock::new(log),
             producers: Mutex::new(producers),
             high_watermark: AtomicU64::new(high_watermark),

@@ -67,7 +67,7 @@ pub(crate) async fn dispatch(
 }
 
 /// The stream a request names, by StreamName or StreamARN.
-fn stream_name(front: &Kinesis, reference: &StreamRef) -> Result<String, ApiError> {
+fn stream_name(reference: &StreamRef) -> Result<String, ApiError> {
     match (&reference.stream_name, &reference.stream_arn) {
         (Some(name), _) => Ok(name.clone()),
         (None, Some(arn)) => arn
@@ -81,20 +81,11 @@ fn stream_name(front: &Kinesis, reference: &StreamRef) -> Result<String, ApiErro
             "either StreamName or StreamARN must be given",
         )),
     }
-    .and_then(|name| {
-        if front.broker().stream(&name).is_some() {
-            Ok(name)
-        } else {
-            Err(ApiError::not_found(format!(
-                "Stream {name} under account {} not found.",
-                front.config().account_id
-            )))
-        }
-    })
 }
 
+/// The published layout of the stream a request names, or AWS's not-found error.
 pub(crate) fn stream(front: &Kinesis, reference: &StreamRef) -> Result<StreamInfo, ApiError> {
-    let name = stream_name(front, reference)?;
+    let name = stream_name(reference)?;
     front.broker().stream(&name).ok_or_else(|| {
         ApiError::not_found(format!(
             "Stream {name} under account {} not found.",
@@ -255,7 +246,8 @@ async fn create_stream(front: &Kinesis, input: CreateStreamInput) -> Result<Answ
 }
 
 async fn delete_stream(front: &Kinesis, input: StreamRef) -> Result<Answer, ApiError> {
-    let name = stream_name(front, &input)?;
+    // A missing stream is the broker's UnknownStream, mapped to AWS's not-found below.
+    let name = stream_name(&input)?;
     front
         .broker()
         .delete_stream(&name)

@@ -22,7 +22,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use shardline_broker::{ErrorKind, PendingAppend, StreamInfo, now_ms};
@@ -53,10 +52,6 @@ const HASH_KEY_DIGITS_MAX: usize = 39;
 const SEQUENCE_NUMBER_DIGITS_MAX: usize = 129;
 /// Routing attempts when a reshard closes the target shard between routing and appending.
 const ROUTE_ATTEMPTS: usize = 3;
-/// How long to wait for a reshard that closed a shard to publish its children, and how
-/// often to look (see [`await_reshard`]).
-const RESHARD_WAIT_MS: u64 = 2_000;
-const RESHARD_POLL_MS: u64 = 5;
 /// Values longer than this are cut in error messages: AWS echoes them whole, but megabytes
 /// of base64 in an error message help nobody.
 const ECHO_CHARS_MAX: usize = 128;
@@ -236,26 +231,6 @@ fn sequence_number(created_secs: u64, shard: u32, offset: u64, timestamp_ms: i64
     .to_string()
 }
 
-/// Waits until the published shard map shows `shard` closed. A reshard closes a parent's
-/// queue first and publishes the children only after the parent is drained and synced,
-/// so routing again at once would pick the closed parent again. Gives up after
-/// [`RESHARD_WAIT_MS`]; the next append then fails the same way and the caller gives up.
-async fn await_reshard(front: &Kinesis, stream: &str, shard: u32) {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(RESHARD_WAIT_MS);
-    loop {
-        let published = front.broker().stream(stream).is_none_or(|info| {
-            info.shards
-                .iter()
-                .find(|info| info.index == shard)
-                .is_none_or(|info| !info.is_open())
-        });
-        if published || tokio::time::Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(RESHARD_POLL_MS)).await;
-    }
-}
-
 /// SequenceNumberForOrdering: the new record's number must be greater. Numbers grow with
 /// the offset within a shard, so any number the target shard issued is already below the
 /// next one, and order across shards is not defined; what is left to refuse is a number
@@ -333,8 +308,8 @@ pub(crate) async fn put_record(front: &Kinesis, input: PutRecordInput) -> Result
         {
             Ok(pending) => pending,
             Err(error) if error.kind() == ErrorKind::ShardClosed => {
+                // The broker returns this once the reshard has published the children.
                 debug!(stream = %stream.name, shard, "shard closed under a PutRecord; routing again");
-                await_reshard(front, &stream.name, shard).await;
                 continue;
             }
             Err(error) => return Err(ops::broker_error(front)(error)),
@@ -434,16 +409,10 @@ pub(crate) async fn put_records(
                 }
             }
         }
-        let mut closed = Vec::new();
+        // The broker returns a closed shard's entries only once the reshard that closed
+        // it has published the children, so the next pass routes them there.
         for (shard, indexes) in by_shard {
-            let returned = writer.append_to_shard(shard, indexes).await;
-            if !returned.is_empty() {
-                closed.push(shard);
-                unrouted.extend(returned);
-            }
-        }
-        for shard in closed {
-            await_reshard(front, &stream.name, shard).await;
+            unrouted.extend(writer.append_to_shard(shard, indexes).await);
         }
     }
     writer.finish().await
