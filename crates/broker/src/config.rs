@@ -166,9 +166,9 @@ pub struct StreamConfig {
     pub shard_write_records_per_second: u64,
     /// `shard.read.bytes.per.second`: Kinesis' 2 MiB/s per shard.
     pub shard_read_bytes_per_second: u64,
-    /// `retention.bytes`: most bytes a shard's log keeps on local disk before its oldest
-    /// segments are deleted; -1 for no bound (Kafka's default). Tiered copies are bounded
-    /// by `retention.ms`.
+    /// `retention.bytes`: most bytes a shard's log keeps before its oldest segments are
+    /// deleted; -1 for no bound (Kafka's default). With tiering, as in Kafka's KIP-405, it
+    /// bounds the whole log: remote segments plus local ones not uploaded yet.
     pub retention_bytes: i64,
     /// `local.retention.ms`: with tiering, how long an uploaded segment's local copy is
     /// kept (by its newest record's age); -2 means as long as `retention.ms`.

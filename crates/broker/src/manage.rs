@@ -541,16 +541,17 @@ impl Broker {
         for stream in streams {
             let cutoff = now_ms.saturating_sub(stream.info.config.retention_ms);
             let bytes_max = u64::try_from(stream.info.config.retention_bytes).ok();
-            let tiered = self.inner.tier.is_some();
+            // With tiering, retention.bytes bounds the whole log, local and remote
+            // together, and is enforced on the remote side (oldest first) below: the local
+            // log alone never deletes by size, as a segment deleted before its upload
+            // would leave a gap in the remote copy.
+            let local_bytes_max = if self.inner.tier.is_some() {
+                None
+            } else {
+                bytes_max
+            };
             for slot in &stream.shards {
                 let shard = Arc::clone(&slot.shard);
-                // With tiering, the size bound only removes what the bucket already holds:
-                // deleting a segment before its upload would leave a gap in the remote copy.
-                let uploaded_to = if tiered {
-                    shard.remote_range().map_or(0, |(_, next)| next)
-                } else {
-                    u64::MAX
-                };
                 let deleted = tokio::task::spawn_blocking(move || -> Result<usize, Error> {
                     let mut log = shard
                         .log
@@ -573,8 +574,7 @@ impl Broker {
                     let keep_from = segments
                         .iter()
                         .take_while(|segment| {
-                            let over = bytes_max.is_some_and(|max| total > max)
-                                && segment.next_offset <= uploaded_to;
+                            let over = local_bytes_max.is_some_and(|max| total > max);
                             let go = !segment.active && (expired(segment.max_timestamp) || over);
                             if go {
                                 total -= segment.size_bytes;
@@ -596,8 +596,10 @@ impl Broker {
                     info!(stream = %stream.info.name, shard = slot.shard.index, segments = deleted, "expired segments deleted");
                 }
             }
-            // Remote copies expire by the same rule (their newest record's age).
-            report.segments_deleted += self.enforce_remote_retention(&stream, cutoff).await?;
+            // Remote copies expire by the same age rule, and by retention.bytes.
+            report.segments_deleted += self
+                .enforce_remote_retention(&stream, cutoff, bytes_max)
+                .await?;
         }
         Ok(report)
     }

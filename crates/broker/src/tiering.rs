@@ -283,11 +283,16 @@ impl Broker {
         Ok(uploaded)
     }
 
-    /// Deletes remote segments of `stream` whose newest record is older than `cutoff_ms`.
+    /// Deletes remote segments of `stream`, oldest first, while their newest record is
+    /// older than `cutoff_ms` or while the shard's whole log (remote segments plus local
+    /// ones not uploaded yet) is larger than `bytes_max` (`retention.bytes`). Local copies
+    /// of deleted segments go too, so the shard's first offset moves past them. Returns
+    /// how many segments (remote and local) were deleted.
     pub(crate) async fn enforce_remote_retention(
         &self,
         stream: &Stream,
         cutoff_ms: i64,
+        bytes_max: Option<u64>,
     ) -> Result<usize, Error> {
         let Some(tier) = &self.inner.tier else {
             return Ok(0);
@@ -296,25 +301,58 @@ impl Broker {
         for slot in &stream.shards {
             let key = shard_key(&stream.info, slot.shard.index);
             let manifest = tier.manifest(&key).await.map_err(tier_error)?;
+            let remote_next = manifest.next_offset().unwrap_or(0);
+            let local_only: u64 = slot
+                .shard
+                .log
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .segments()
+                .iter()
+                .filter(|segment| segment.next_offset > remote_next)
+                .map(|segment| segment.size_bytes)
+                .sum();
+            let mut total = manifest
+                .segments
+                .iter()
+                .map(|segment| segment.size_bytes)
+                .sum::<u64>()
+                + local_only;
             let keep_from = manifest
                 .segments
                 .iter()
                 .take_while(|segment| {
-                    segment
+                    let expired = segment
                         .max_timestamp
-                        .is_some_and(|newest| newest < cutoff_ms)
+                        .is_some_and(|newest| newest < cutoff_ms);
+                    let over = bytes_max.is_some_and(|max| total > max);
+                    if expired || over {
+                        total -= segment.size_bytes;
+                    }
+                    expired || over
                 })
                 .last()
                 .map(|segment| segment.next_offset);
-            if let Some(offset) = keep_from {
-                deleted += tier
-                    .delete_segments_before(&key, offset)
-                    .await
-                    .map_err(tier_error)?;
-                let manifest = tier.manifest(&key).await.map_err(tier_error)?;
-                slot.shard
-                    .set_remote_range(manifest.start_offset().zip(manifest.next_offset()));
-            }
+            let Some(offset) = keep_from else {
+                continue;
+            };
+            deleted += tier
+                .delete_segments_before(&key, offset)
+                .await
+                .map_err(tier_error)?;
+            let manifest = tier.manifest(&key).await.map_err(tier_error)?;
+            slot.shard
+                .set_remote_range(manifest.start_offset().zip(manifest.next_offset()));
+            let shard = Arc::clone(&slot.shard);
+            deleted += tokio::task::spawn_blocking(move || {
+                shard
+                    .log
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .delete_segments_before(offset)
+            })
+            .await
+            .map_err(|error| Error::Internal(format!("local delete task failed: {error}")))??;
         }
         Ok(deleted)
     }

@@ -124,8 +124,8 @@ pub struct StreamsSection {
     pub on_demand_shards_min: u32,
     /// On-demand scaling: never more open shards than this.
     pub on_demand_shards_max: u32,
-    /// Most bytes a shard's log keeps locally before its oldest segments go (per topic
-    /// `retention.bytes`); -1 for no bound.
+    /// Most bytes a shard's log keeps before its oldest segments go (per topic
+    /// `retention.bytes`), local and remote together with tiering; -1 for no bound.
     pub retention_bytes: i64,
     /// With tiering: hours an uploaded segment's local copy is kept (by its newest
     /// record's age); per topic `local.retention.ms`. -1: as long as the retention.

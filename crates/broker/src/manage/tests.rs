@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use shardline_core::batch::build_simple_batch;
@@ -424,5 +425,81 @@ async fn retention_bytes_bounds_the_local_log_oldest_first() {
         start > 0 && high == 8,
         "oldest records went first: [{start}, {high})"
     );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn retention_bytes_with_tiering_bounds_local_and_remote_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::with_data_dir(dir.path().to_path_buf());
+    config.tier = Some(shardline_tier::TierConfig::new("memory://"));
+    // Passes are driven by hand below.
+    config.tier_upload_interval_ms = 3_600_000;
+    let broker = Broker::open(config).await.unwrap();
+    let configs = BTreeMap::from([
+        ("segment.bytes".to_owned(), "1024".to_owned()),
+        ("retention.bytes".to_owned(), "3000".to_owned()),
+        ("local.retention.ms".to_owned(), "0".to_owned()),
+    ]);
+    broker.create_stream("t", 1, configs, false).await.unwrap();
+    let value = vec![b't'; 600];
+    let now = crate::now_ms();
+    for _ in 0..8 {
+        append(&broker, "t", 0, now, &[&value]).await;
+    }
+    let (stream, index) = broker.shard("t", 0).unwrap();
+    let shard = Arc::clone(&stream.shards[index].shard);
+    let local_bytes = || -> u64 {
+        shard
+            .log
+            .read()
+            .unwrap()
+            .segments()
+            .iter()
+            .map(|segment| segment.size_bytes)
+            .sum()
+    };
+
+    // Nothing uploaded yet: the size bound may not delete what only the disk holds.
+    broker.enforce_retention(now).await.unwrap();
+    assert_eq!(broker.offsets("t", 0).unwrap(), (0, 8));
+    assert!(local_bytes() > 3000);
+
+    // Uploaded and gone from local disk: the bound now applies to the bucket's copies.
+    assert_eq!(broker.tier_pass(now + 1).await.unwrap(), 7);
+    assert!(local_bytes() < 1024, "only the active segment stays local");
+    broker.enforce_retention(now).await.unwrap();
+    let (start, high) = broker.offsets("t", 0).unwrap();
+    assert!(
+        start > 0 && high == 8,
+        "oldest went first: [{start}, {high})"
+    );
+    let (remote_start, remote_next) = shard.remote_range().unwrap();
+    assert_eq!(remote_start, start);
+    let tier = broker.inner.tier.as_ref().unwrap();
+    let manifest = tier
+        .manifest(&crate::tiering::shard_key(&stream.info, 0))
+        .await
+        .unwrap();
+    let remote_bytes: u64 = manifest
+        .segments
+        .iter()
+        .map(|segment| segment.size_bytes)
+        .sum();
+    assert!(
+        remote_bytes + local_bytes() <= 3000,
+        "{remote_bytes} remote + {} local bytes kept",
+        local_bytes()
+    );
+    assert!(
+        remote_bytes + local_bytes() + 1024 > 3000,
+        "no more than needed went"
+    );
+    // What is kept reads back from the bucket; what went is out of range.
+    let read = broker.read("t", 0, start as i64, 1 << 20).await.unwrap();
+    assert!(!read.records.is_empty());
+    assert_eq!(read.log_start_offset, start);
+    assert!(broker.read("t", 0, 0, 1 << 20).await.is_err());
+    assert_eq!(remote_next, 7);
     broker.shutdown().await;
 }
