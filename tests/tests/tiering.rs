@@ -180,6 +180,44 @@ async fn segments_tier_to_s3_and_come_back_after_losing_the_disk() {
     let read = check(server.bootstrap(), placed, tiered).await;
     assert_eq!(read, tiered);
     server.stop().await;
+
+    // The same rebuild done explicitly by `shardline restore`, which also checks that
+    // every segment the manifests list is in the bucket.
+    let restore = |s3: &S3Server| {
+        let target = data_dir();
+        let output = std::process::Command::new(shardline_testkit::shardline_binary().unwrap())
+            .args([
+                "restore",
+                "--object-store",
+                "s3://bucket/cluster-1",
+                "--data-dir",
+            ])
+            .arg(target.path())
+            .envs(s3.env())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (status, stderr) = restore(&s3);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("verifying tiered segments ["), "{stderr}");
+    assert!(stderr.contains("100%"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cold    {PARTITIONS}       {tiered}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("committed offsets of 1 groups"), "{stderr}");
+    // A segment lost from the bucket is named, and the restore fails.
+    let lost = &s3.objects("bucket", "cluster-1", ".log")[0];
+    std::fs::remove_file(lost).unwrap();
+    let (status, stderr) = restore(&s3);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("unreadable: remote object"), "{stderr}");
+    assert!(stderr.contains("1 tiered segments are missing"), "{stderr}");
 }
 
 /// A committed offset as the broker stores it.
@@ -188,7 +226,11 @@ fn shardline_broker_offset(offset: i64) -> shardline_testkit::CommittedOffset {
         offset,
         leader_epoch: 0,
         metadata: None,
-        commit_timestamp_ms: 1,
+        // Now: an old timestamp would let the offsets expiry remove it mid-test.
+        commit_timestamp_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
     }
 }
 
@@ -230,6 +272,9 @@ async fn an_object_store_outage_delays_uploads_and_loses_nothing() {
         backlog.segments > 0,
         "segments wait while the store is down: {backlog:?}"
     );
+    // What `shardline stream describe` shows during the outage.
+    let storage = server.broker().stream_storage("flaky").await.unwrap();
+    assert_eq!(storage[0].backlog, backlog, "{storage:?}");
     s3.restart();
     let deadline = Instant::now() + Duration::from_secs(120);
     while server.broker().tier_backlog().unwrap().segments > 0 {

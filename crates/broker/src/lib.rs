@@ -47,7 +47,7 @@ pub use error::{Error, ErrorKind};
 pub use manage::{Rerouted, RetentionReport};
 pub use offsets::{CommittedOffset, GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
 pub use shard::AppendOutcome;
-pub use tiering::TierBacklog;
+pub use tiering::{RemoteStorage, ShardStorage, TierBacklog, VerifyProgress};
 
 use offsets::{OffsetRequest, Offsets};
 use shard::{AppendRequest, Shard};

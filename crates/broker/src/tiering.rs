@@ -119,6 +119,69 @@ pub(crate) async fn remote_ranges(tier: &Tier, data_dir: &Path) -> Result<Remote
     Ok(ranges)
 }
 
+/// Where one shard's records are: on local disk, in the object store, and waiting for
+/// upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStorage {
+    /// The shard (Kafka partition) index.
+    pub shard: u32,
+    /// First offset readable anywhere.
+    pub first_offset: u64,
+    /// One past the last durable offset.
+    pub high_watermark: u64,
+    /// First offset on local disk.
+    pub local_start: u64,
+    /// Local segments, the active one included.
+    pub local_segments: u64,
+    /// Their bytes.
+    pub local_bytes: u64,
+    /// What the object store holds of this shard; `None` without tiering.
+    pub remote: Option<RemoteStorage>,
+    /// Sealed local segments not in the object store yet (zero without tiering).
+    pub backlog: TierBacklog,
+}
+
+/// One shard's part in the object store, as its manifest lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteStorage {
+    /// `[start, next)` of the remote segments, if there are any.
+    pub range: Option<(u64, u64)>,
+    /// Remote segments.
+    pub segments: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Why the manifest could not be read (the store is down, say): then `range` is the
+    /// broker's last known one and the counts are zero.
+    pub error: Option<String>,
+}
+
+/// How far [`Broker::verify_remote`] got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyProgress {
+    /// Segments checked so far.
+    pub segments_done: u64,
+    /// Segments to check.
+    pub segments_total: u64,
+    /// Bytes of the segments checked so far.
+    pub bytes_done: u64,
+    /// Bytes of all segments to check.
+    pub bytes_total: u64,
+    /// What was wrong, one line per bad segment.
+    pub problems: Vec<String>,
+}
+
+/// The sealed segments of `segments` at or past `uploaded_to` (the backlog).
+fn backlog_of(segments: &[shardline_log::SegmentInfo], uploaded_to: u64) -> TierBacklog {
+    let mut backlog = TierBacklog::default();
+    for segment in segments {
+        if !segment.active && segment.next_offset > uploaded_to {
+            backlog.segments += 1;
+            backlog.bytes += segment.size_bytes;
+        }
+    }
+    backlog
+}
+
 impl Broker {
     /// The upload backlog across all shards.
     pub fn tier_backlog(&self) -> Option<TierBacklog> {
@@ -127,20 +190,116 @@ impl Broker {
         for stream in self.streams_ref().values() {
             for slot in &stream.shards {
                 let uploaded_to = slot.shard.remote_range().map_or(0, |(_, next)| next);
-                let log = slot
+                let segments = slot
                     .shard
                     .log
                     .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for segment in log.segments() {
-                    if !segment.active && segment.next_offset > uploaded_to {
-                        backlog.segments += 1;
-                        backlog.bytes += segment.size_bytes;
-                    }
-                }
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .segments();
+                let shard = backlog_of(&segments, uploaded_to);
+                backlog.segments += shard.segments;
+                backlog.bytes += shard.bytes;
             }
         }
         Some(backlog)
+    }
+
+    /// Where each shard of `stream` keeps its records (local disk, object store, upload
+    /// backlog), for operators: `shardline stream describe` shows it.
+    pub async fn stream_storage(&self, stream: &str) -> Result<Vec<ShardStorage>, Error> {
+        let stream = self
+            .streams_ref()
+            .get(stream)
+            .cloned()
+            .ok_or_else(|| Error::UnknownStream(stream.to_owned()))?;
+        let mut shards = Vec::with_capacity(stream.shards.len());
+        for slot in &stream.shards {
+            let shard = &slot.shard;
+            // Manifests are cached, so this reads the store only for a shard not seen
+            // lately; an operator looking at an outage still gets the local picture.
+            let remote = match &self.inner.tier {
+                Some(tier) => Some(
+                    match tier.manifest(&shard_key(&stream.info, shard.index)).await {
+                        Ok(manifest) => RemoteStorage {
+                            range: manifest.start_offset().zip(manifest.next_offset()),
+                            segments: manifest.segments.len() as u64,
+                            bytes: manifest
+                                .segments
+                                .iter()
+                                .map(|segment| segment.size_bytes)
+                                .sum(),
+                            error: None,
+                        },
+                        Err(error) => RemoteStorage {
+                            range: shard.remote_range(),
+                            error: Some(error.to_string()),
+                            ..RemoteStorage::default()
+                        },
+                    },
+                ),
+                None => None,
+            };
+            let (segments, local_start) = {
+                let log = shard
+                    .log
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (log.segments(), log.log_start_offset())
+            };
+            let backlog = match &remote {
+                Some(remote) => backlog_of(&segments, remote.range.map_or(0, |(_, next)| next)),
+                None => TierBacklog::default(),
+            };
+            shards.push(ShardStorage {
+                shard: shard.index,
+                first_offset: shard.first_offset(),
+                high_watermark: shard.high_watermark(),
+                local_start,
+                local_segments: segments.len() as u64,
+                local_bytes: segments.iter().map(|segment| segment.size_bytes).sum(),
+                remote,
+                backlog,
+            });
+        }
+        Ok(shards)
+    }
+
+    /// Checks that every segment the manifests list is in the object store (see
+    /// [`Tier::verify_segment`]), calling `progress` after each one, so that a restore can
+    /// say what is readable and show how far it got. Problems are collected, not fatal.
+    pub async fn verify_remote(
+        &self,
+        mut progress: impl FnMut(&VerifyProgress),
+    ) -> Result<VerifyProgress, Error> {
+        let mut state = VerifyProgress::default();
+        let Some(tier) = &self.inner.tier else {
+            return Ok(state);
+        };
+        let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
+        let mut work = Vec::new();
+        for stream in &streams {
+            for slot in &stream.shards {
+                let manifest = tier
+                    .manifest(&shard_key(&stream.info, slot.shard.index))
+                    .await
+                    .map_err(tier_error)?;
+                for segment in manifest.segments {
+                    state.segments_total += 1;
+                    state.bytes_total += segment.size_bytes;
+                    work.push(segment);
+                }
+            }
+        }
+        progress(&state);
+        for segment in work {
+            if let Err(error) = tier.verify_segment(&segment).await {
+                state.problems.push(error.to_string());
+            }
+            state.segments_done += 1;
+            state.bytes_done += segment.size_bytes;
+            progress(&state);
+        }
+        Ok(state)
     }
 
     /// Counters of the object store, when tiering is on.

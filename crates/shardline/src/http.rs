@@ -1,5 +1,6 @@
-//! The HTTP listener: the Kinesis JSON API (`POST` with `X-Amz-Target`), `/healthz` and
-//! Prometheus `/metrics`. Metric names follow Kinesis' CloudWatch names where one exists.
+//! The HTTP listener: the Kinesis JSON API (`POST` with `X-Amz-Target`), `/healthz`,
+//! Prometheus `/metrics`, and `GET /v1/streams/NAME/storage` (where each shard's records
+//! are: local disk, object store, upload backlog — what `shardline stream describe` shows). Metric names follow Kinesis' CloudWatch names where one exists.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -65,11 +66,74 @@ async fn route(
     if request.method() == hyper::Method::POST {
         return kinesis_request(kinesis, request).await;
     }
-    match request.uri().path() {
+    let path = request.uri().path();
+    if let Some(name) = path
+        .strip_prefix("/v1/streams/")
+        .and_then(|rest| rest.strip_suffix("/storage"))
+    {
+        return stream_storage(broker, name).await;
+    }
+    match path {
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
         "/metrics" => text(StatusCode::OK, metrics(broker)),
         _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
     }
+}
+
+/// `GET /v1/streams/NAME/storage`: a JSON document of [`Broker::stream_storage`].
+async fn stream_storage(broker: &Broker, name: &str) -> Response<Full<Bytes>> {
+    let shards = match broker.stream_storage(name).await {
+        Ok(shards) => shards,
+        Err(error) => {
+            let status = match error.kind() {
+                shardline_broker::ErrorKind::UnknownStream => StatusCode::NOT_FOUND,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return json_document(status, &serde_json::json!({ "error": error.to_string() }));
+        }
+    };
+    let shards: Vec<serde_json::Value> = shards
+        .iter()
+        .map(|shard| {
+            serde_json::json!({
+                "shard": shard.shard,
+                "first_offset": shard.first_offset,
+                "high_watermark": shard.high_watermark,
+                "local": {
+                    "start_offset": shard.local_start,
+                    "segments": shard.local_segments,
+                    "bytes": shard.local_bytes,
+                },
+                "remote": shard.remote.as_ref().map(|remote| serde_json::json!({
+                    "start_offset": remote.range.map(|(start, _)| start),
+                    "next_offset": remote.range.map(|(_, next)| next),
+                    "segments": remote.segments,
+                    "bytes": remote.bytes,
+                    "error": remote.error,
+                })),
+                "upload_backlog": {
+                    "segments": shard.backlog.segments,
+                    "bytes": shard.backlog.bytes,
+                },
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "stream": name,
+        "tiering": broker.tier_stats().is_some(),
+        "shards": shards,
+    });
+    json_document(StatusCode::OK, &body)
+}
+
+fn json_document(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 async fn kinesis_request(kinesis: &Kinesis, request: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use shardline::config::ServeConfig;
 use shardline::group_cmd;
+use shardline::output::human_bytes;
 use shardline::server::RunningServer;
 use tracing::info;
 
@@ -79,27 +80,67 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let broker = shardline_broker::Broker::open(validated.broker)
         .await
         .context("opening the data directory on the object store")?;
-    let streams = broker.streams();
-    let total: usize = streams.iter().map(|stream| stream.shards.len()).sum();
-    let mut done = 0;
-    for stream in &streams {
-        for shard in &stream.shards {
-            done += 1;
-            let (start, end) = broker.offsets(&stream.name, i64::from(shard.index))?;
-            eprintln!(
-                "[{done:>4}/{total}] {:<30} shard {:>4}  offsets {start}..{end}  ({} records readable)",
-                stream.name,
-                shard.index,
-                end - start
+    // Every segment the manifests promise is checked for in the store (a HEAD each),
+    // so "restored" means readable, not just listed.
+    let mut bar = shardline::output::Progress::new("verifying tiered segments");
+    let verified = broker
+        .verify_remote(|progress| {
+            bar.update(
+                progress.bytes_done,
+                progress.bytes_total,
+                &format!(
+                    "{}/{} segments, {} of {}",
+                    progress.segments_done,
+                    progress.segments_total,
+                    human_bytes(progress.bytes_done),
+                    human_bytes(progress.bytes_total)
+                ),
             );
+        })
+        .await;
+    bar.finish();
+    let verified = match verified {
+        Ok(verified) => verified,
+        Err(error) => {
+            broker.shutdown().await;
+            return Err(error).context("reading the manifests of the object store");
         }
+    };
+    let streams = broker.streams();
+    let mut rows = Vec::new();
+    for stream in &streams {
+        let mut records = 0;
+        for shard in &stream.shards {
+            let (start, end) = broker.offsets(&stream.name, i64::from(shard.index))?;
+            records += end - start;
+        }
+        rows.push(vec![
+            stream.name.clone(),
+            stream.shards.len().to_string(),
+            records.to_string(),
+        ]);
     }
+    eprint!(
+        "{}",
+        shardline::output::table(&["STREAM", "SHARDS", "RECORDS READABLE"], &rows)
+    );
     let groups = broker.groups_with_committed_offsets().len();
     broker.shutdown().await;
     eprintln!(
-        "restored {} streams, {total} shards, committed offsets of {groups} groups",
-        streams.len()
+        "restored {} streams, committed offsets of {groups} groups; {} tiered segments ({}) verified in the object store",
+        streams.len(),
+        verified.segments_total - verified.problems.len() as u64,
+        human_bytes(verified.bytes_total)
     );
+    if !verified.problems.is_empty() {
+        for problem in &verified.problems {
+            eprintln!("  unreadable: {problem}");
+        }
+        anyhow::bail!(
+            "{} tiered segments are missing or damaged in the object store; their records cannot be read",
+            verified.problems.len()
+        );
+    }
     Ok(())
 }
 

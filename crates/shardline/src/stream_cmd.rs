@@ -2,8 +2,10 @@
 //! everything the CLI does can be scripted with the AWS CLI or an SDK too.
 //!
 //! `describe` draws the layout an operator needs at a glance: a table of shards with
-//! their state, lineage and share of the hash-key space, and a bar of the key space
-//! showing which open shard owns which part.
+//! their state, lineage and share of the hash-key space, a bar of the key space
+//! showing which open shard owns which part, and where each partition's records are
+//! (local disk, object store, upload backlog) from the server's storage endpoint, which
+//! Kinesis has no operation for.
 
 use std::fmt::Write as _;
 
@@ -15,40 +17,51 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
-use crate::output::table;
+use crate::output::{human_bytes, table};
 
 pub use crate::output::Format;
 
 /// Width of the key-space bar in characters.
 const BAR_WIDTH: usize = 64;
 
-/// Calls one Kinesis operation on `endpoint` (`http://host:port`).
-pub async fn call(endpoint: &str, operation: &str, input: &Value) -> anyhow::Result<Value> {
+/// Sends one request to `endpoint` (`http://host:port`) on a fresh connection and
+/// returns the status and body.
+async fn exchange(
+    endpoint: &str,
+    request: hyper::http::request::Builder,
+    body: Bytes,
+    what: &str,
+) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
     let authority = endpoint
         .strip_prefix("http://")
         .with_context(|| format!("endpoint {endpoint:?} must start with http://"))?
         .trim_end_matches('/');
     let stream = TcpStream::connect(authority)
         .await
-        .with_context(|| format!("connecting to the Kinesis API at {endpoint}"))?;
+        .with_context(|| format!("connecting to the server's HTTP API at {endpoint}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .context("HTTP handshake")?;
     tokio::spawn(connection);
+    let request = request.header("host", authority).body(Full::new(body))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .with_context(|| format!("calling {what}"))?;
+    let status = response.status();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
+}
+
+/// Calls one Kinesis operation on `endpoint` (`http://host:port`).
+pub async fn call(endpoint: &str, operation: &str, input: &Value) -> anyhow::Result<Value> {
     let request = Request::post("/")
-        .header("host", authority)
         .header("content-type", shardline_kinesis::CONTENT_TYPE)
         .header(
             "x-amz-target",
             format!("{}{operation}", shardline_kinesis::TARGET_PREFIX),
-        )
-        .body(Full::new(Bytes::from(serde_json::to_vec(input)?)))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .with_context(|| format!("calling {operation}"))?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+        );
+    let body = Bytes::from(serde_json::to_vec(input)?);
+    let (status, body) = exchange(endpoint, request, body, operation).await?;
     let value: Value = if body.is_empty() {
         json!({})
     } else {
@@ -61,6 +74,87 @@ pub async fn call(endpoint: &str, operation: &str, input: &Value) -> anyhow::Res
         bail!("{operation} failed: {kind}: {message}");
     }
     Ok(value)
+}
+
+/// `GET /v1/streams/NAME/storage`: where each shard's records are.
+async fn storage(endpoint: &str, name: &str) -> anyhow::Result<Value> {
+    let path = format!("/v1/streams/{name}/storage");
+    let (status, body) = exchange(endpoint, Request::get(&path), Bytes::new(), &path).await?;
+    let value: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("{path} answered with non-JSON ({status})"))?;
+    if !status.is_success() {
+        bail!("{path} failed: {}", text(&value["error"]));
+    }
+    Ok(value)
+}
+
+/// `3 (2.0 MiB)`: segments and their bytes.
+fn segments_cell(part: &Value) -> String {
+    format!(
+        "{} ({})",
+        text(&part["segments"]),
+        human_bytes(part["bytes"].as_u64().unwrap_or(0))
+    )
+}
+
+/// The storage table of `describe`: each shard's local and remote offsets and bytes and
+/// its upload backlog, and a line of totals.
+fn storage_table(storage: &Value) -> String {
+    let shards = storage["shards"].as_array().cloned().unwrap_or_default();
+    let tiering = storage["tiering"].as_bool().unwrap_or(false);
+    let offsets = |start: &Value, next: &Value| match (start.as_u64(), next.as_u64()) {
+        (Some(start), Some(next)) if next > start => format!("{start}..{next}"),
+        _ => "-".to_owned(),
+    };
+    let mut rows = Vec::new();
+    let (mut backlog_segments, mut backlog_bytes, mut remote_bytes, mut local_bytes) = (0, 0, 0, 0);
+    for shard in &shards {
+        let local = &shard["local"];
+        let remote = &shard["remote"];
+        let backlog = &shard["upload_backlog"];
+        local_bytes += local["bytes"].as_u64().unwrap_or(0);
+        remote_bytes += remote["bytes"].as_u64().unwrap_or(0);
+        backlog_segments += backlog["segments"].as_u64().unwrap_or(0);
+        backlog_bytes += backlog["bytes"].as_u64().unwrap_or(0);
+        let mut row = vec![
+            text(&shard["shard"]),
+            offsets(&shard["first_offset"], &shard["high_watermark"]),
+            offsets(&local["start_offset"], &shard["high_watermark"]),
+            segments_cell(local),
+        ];
+        if tiering {
+            row.push(offsets(&remote["start_offset"], &remote["next_offset"]));
+            row.push(segments_cell(remote));
+            row.push(segments_cell(backlog));
+        }
+        rows.push(row);
+    }
+    let mut headers = vec!["PARTITION", "OFFSETS", "LOCAL OFFSETS", "LOCAL SEGMENTS"];
+    if tiering {
+        headers.extend(["REMOTE OFFSETS", "REMOTE SEGMENTS", "UPLOAD BACKLOG"]);
+    }
+    let mut out = table(&headers, &rows);
+    for shard in &shards {
+        if let Some(error) = shard["remote"]["error"].as_str() {
+            let _ = writeln!(
+                out,
+                "partition {}: object store unreadable: {error}",
+                text(&shard["shard"])
+            );
+        }
+    }
+    if tiering {
+        let _ = writeln!(
+            out,
+            "local {}, object store {}, upload backlog {backlog_segments} segments ({})",
+            human_bytes(local_bytes),
+            human_bytes(remote_bytes),
+            human_bytes(backlog_bytes)
+        );
+    } else {
+        let _ = writeln!(out, "local {} (tiering off)", human_bytes(local_bytes));
+    }
+    out
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -211,11 +305,13 @@ pub async fn describe(endpoint: &str, name: &str, format: Format) -> anyhow::Res
         &json!({ "StreamName": name }),
     )
     .await?;
+    let storage = storage(endpoint, name).await?;
     if format == Format::Json {
         return print_json(&json!({
             "StreamDescriptionSummary": summary["StreamDescriptionSummary"],
             "Shards": shards,
             "Tags": tags["Tags"],
+            "Storage": storage,
         }));
     }
     let detail = &summary["StreamDescriptionSummary"];
@@ -282,6 +378,8 @@ pub async fn describe(endpoint: &str, name: &str, format: Format) -> anyhow::Res
     crate::outln!();
     open.sort_by_key(|(_, start, _)| *start);
     crate::out!("{}", key_space_bar(&open));
+    crate::outln!();
+    crate::out!("{}", storage_table(&storage));
     Ok(())
 }
 

@@ -165,6 +165,17 @@ fn the_stream_cli_creates_splits_and_describes_through_the_kinesis_api() {
     let shards = json["Shards"].as_array().unwrap();
     assert_eq!(shards.len(), 4);
     assert_eq!(shards[2]["ParentShardId"], "shardId-000000000000");
+    // Where the records are: the embedded default tiers to <data_dir>/objects.
+    let storage = &json["Storage"];
+    assert_eq!(storage["tiering"], true, "{storage}");
+    assert_eq!(storage["shards"].as_array().unwrap().len(), 4, "{storage}");
+    assert_eq!(storage["shards"][0]["upload_backlog"]["segments"], 0);
+    assert_eq!(storage["shards"][0]["remote"]["segments"], 0);
+    let described = admin(&endpoint, &["stream", "describe", "clicks"]);
+    assert!(described.status.success(), "{described:?}");
+    let table = String::from_utf8(described.stdout).unwrap();
+    assert!(table.contains("UPLOAD BACKLOG"), "{table}");
+    assert!(table.contains("upload backlog 0 segments"), "{table}");
 
     let refused = admin(&endpoint, &["stream", "merge", "clicks", "0", "1"]);
     assert!(!refused.status.success());

@@ -481,6 +481,9 @@ async fn corruption_and_missing_objects(base: &TierConfig, log: &LocalLog) {
     let tier = open(base, |_| {}).await;
     let shard = "damage/shard-0";
     let remote = upload_all(&tier, shard, log).await;
+    for segment in &remote {
+        tier.verify_segment(segment).await.unwrap();
+    }
     let bucket = tier.inner.bucket.clone();
     // Flip a byte inside a record of the second segment's first batch.
     let segment = &remote[1];
@@ -532,6 +535,10 @@ async fn corruption_and_missing_objects(base: &TierConfig, log: &LocalLog) {
         }
     };
     assert!(matches!(error, Error::RemoteCorrupt { .. }), "{error:?}");
+    assert!(matches!(
+        fresh.verify_segment(segment).await,
+        Err(Error::RemoteCorrupt { key, .. }) if key == segment.log_key
+    ));
     // A damaged index.
     bucket
         .put(&segment.log_key, original, PutMode::Overwrite)
@@ -563,6 +570,14 @@ async fn corruption_and_missing_objects(base: &TierConfig, log: &LocalLog) {
     assert!(matches!(
         fresh.read(shard, segment.base_offset, u64::MAX, 100).await,
         Err(Error::RemoteMissing { key }) if key == segment.index_key
+    ));
+    assert!(matches!(
+        fresh.verify_segment(segment).await,
+        Err(Error::RemoteMissing { key }) if key == segment.index_key
+    ));
+    assert!(matches!(
+        fresh.verify_segment(&remote[2]).await,
+        Err(Error::RemoteMissing { key }) if key == remote[2].log_key
     ));
     // A damaged manifest.
     bucket

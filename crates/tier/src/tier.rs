@@ -297,6 +297,24 @@ impl Tier {
         uploaded
     }
 
+    /// Checks that a remote segment's three objects are in the store and that its `.log`
+    /// has the size the manifest recorded (a HEAD each, no data read): what a restore
+    /// promises readable is there. Missing objects are [`Error::RemoteMissing`], a wrong
+    /// size [`Error::RemoteCorrupt`].
+    pub async fn verify_segment(&self, segment: &RemoteSegment) -> Result<(), Error> {
+        let size = self.inner.bucket.size(&segment.log_key).await?;
+        if size != segment.size_bytes {
+            return Err(Error::RemoteCorrupt {
+                key: segment.log_key.clone(),
+                position: size.min(segment.size_bytes),
+                reason: format!("{size} bytes stored, {} uploaded", segment.size_bytes),
+            });
+        }
+        self.inner.bucket.size(&segment.index_key).await?;
+        self.inner.bucket.size(&segment.timeindex_key).await?;
+        Ok(())
+    }
+
     /// The shard's manifest; empty when it has none.
     pub async fn manifest(&self, shard_key: &str) -> Result<Manifest, Error> {
         Ok(self.inner.manifest(shard_key).await?.as_ref().clone())
