@@ -16,7 +16,10 @@
 //!   librdkafka members and from raw pipelined requests.
 //! - `cold`: produce into a topic whose segments are all uploaded to the object store and
 //!   deleted locally, then read it with a fresh consumer (cold) and again (warm block
-//!   cache), against direct 1 MiB reads and a copy + fsync of the same objects.
+//!   cache), against sequential 1 MiB ranged GETs and whole-object PUTs of the same
+//!   objects with the same client library (`object_store`). The store is the embedded
+//!   `file://` default, or with `--cold-store s3` a real S3 HTTP endpoint (testkit's
+//!   in-process s3s server) that the server reaches over loopback.
 //!
 //! Progress goes to stderr; exactly one JSON line with every figure goes to stdout.
 //! See benches/README.md.
@@ -42,6 +45,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{
     Decodable as _, Encodable as _, HeaderVersion as _, Request as _, StrBytes,
 };
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
@@ -61,6 +65,7 @@ use shardline_bench::{
     proc_field, read_header, resumed_at, round3, set_sent_ns, stat_cpu_ticks, summary_json,
     wall_ns,
 };
+use shardline_testkit::S3Server;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Semaphore;
 
@@ -90,6 +95,24 @@ enum Mode {
     /// warm through the block cache), against reading and writing the same objects
     /// directly.
     Cold,
+}
+
+/// Where cold mode's server tiers its segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColdStore {
+    /// The embedded default, `file://<data_dir>/objects`.
+    File,
+    /// An S3 HTTP endpoint served by this process (s3s over a local directory).
+    S3,
+}
+
+impl ColdStore {
+    fn name(self) -> &'static str {
+        match self {
+            ColdStore::File => "file",
+            ColdStore::S3 => "s3",
+        }
+    }
 }
 
 impl Mode {
@@ -253,6 +276,9 @@ struct Args {
     /// Group mode: seconds each commit-rate measurement lasts.
     #[arg(long, default_value_t = 5.0)]
     commit_seconds: f64,
+    /// Cold mode: the object store the server tiers to.
+    #[arg(long, value_enum, default_value_t = ColdStore::File)]
+    cold_store: ColdStore,
     /// Cold mode: payload bytes to produce when --records is not given.
     #[arg(long, default_value_t = 256 << 20)]
     cold_bytes: u64,
@@ -3785,20 +3811,138 @@ async fn group_mode(
 // ---------------------------------------------------------------------------------------
 
 /// Cold mode: a Kafka consumer should read tiered data at least this fraction of the
-/// speed of reading the same objects directly (1 MiB preads)...
+/// speed of reading the same objects directly (sequential 1 MiB ranged GETs)...
 const TARGET_COLD_VS_DIRECT: f64 = 0.8;
 /// ...a second pass through the warm block cache at least this many times the cold one...
 const TARGET_WARM_VS_COLD: f64 = 5.0;
 /// ...and the server's peak RSS within the cache size plus this much.
 const TARGET_COLD_RSS_OVERHEAD_MIB: f64 = 256.0;
 
-/// The server's `[tier]` settings for a cold-mode run. The object store is the default,
-/// `file://<data_dir>/objects`.
-fn cold_server_config(args: &Args) -> String {
-    format!(
+/// Cold mode with `--cold-store s3`: the bucket and prefix the server tiers to.
+const COLD_BUCKET: &str = "shardline-bench";
+const COLD_PREFIX: &str = "cold";
+
+/// The server's `[tier]` settings for a cold-mode run: the default object store,
+/// `file://<data_dir>/objects`, or the S3 endpoint `s3` under `COLD_BUCKET/COLD_PREFIX`.
+fn cold_server_config(args: &Args, s3: Option<&S3Server>) -> String {
+    let mut text = format!(
         "# Written by shardline-bench --mode cold.\n[tier]\nenabled = true\nupload_interval_ms = {}\ncache_bytes_max = {}\n",
         args.cold_upload_interval_ms, args.cold_cache_bytes
-    )
+    );
+    if let Some(s3) = s3 {
+        text.push_str(&format!(
+            "url = \"s3://{COLD_BUCKET}/{COLD_PREFIX}\"\nendpoint = \"http://{}\"\nregion = \"us-east-1\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n",
+            s3.addr,
+            S3Server::ACCESS_KEY,
+            S3Server::SECRET_KEY
+        ));
+    }
+    text
+}
+
+/// The store the server tiers to, opened by this process with the same client library
+/// (`object_store`), for the baselines.
+struct BaselineStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: object_store::path::Path,
+    url: String,
+}
+
+impl BaselineStore {
+    fn open(data_dir: &Path, s3: Option<&S3Server>) -> anyhow::Result<BaselineStore> {
+        Ok(match s3 {
+            None => {
+                let dir = std::path::absolute(data_dir.join("objects"))?;
+                BaselineStore {
+                    store: Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir)?),
+                    prefix: object_store::path::Path::default(),
+                    url: format!("file://{}", dir.display()),
+                }
+            }
+            Some(s3) => BaselineStore {
+                store: Arc::new(
+                    object_store::aws::AmazonS3Builder::new()
+                        .with_bucket_name(COLD_BUCKET)
+                        .with_endpoint(format!("http://{}", s3.addr))
+                        .with_region("us-east-1")
+                        .with_access_key_id(S3Server::ACCESS_KEY)
+                        .with_secret_access_key(S3Server::SECRET_KEY)
+                        .with_allow_http(true)
+                        .with_virtual_hosted_style_request(false)
+                        .build()?,
+                ),
+                prefix: object_store::path::Path::from(COLD_PREFIX),
+                url: format!("s3://{COLD_BUCKET}/{COLD_PREFIX} at http://{}", s3.addr),
+            },
+        })
+    }
+
+    /// Every `.log` object (uploaded segment), in key order.
+    async fn segment_objects(&self) -> anyhow::Result<Vec<object_store::ObjectMeta>> {
+        use futures::TryStreamExt as _;
+        let mut objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .context("listing the object store")?;
+        objects.retain(|object| object.location.as_ref().ends_with(".log"));
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects)
+    }
+
+    /// Baseline A: every object read sequentially in 1 MiB ranged GETs, one at a time.
+    /// Returns (bytes, time).
+    async fn read_objects(
+        &self,
+        objects: &[object_store::ObjectMeta],
+    ) -> anyhow::Result<(u64, Duration)> {
+        const CHUNK: u64 = 1 << 20;
+        let start = Instant::now();
+        let mut total = 0u64;
+        for object in objects {
+            let mut offset = 0;
+            while offset < object.size {
+                let end = (offset + CHUNK).min(object.size);
+                let bytes = self
+                    .store
+                    .get_range(&object.location, offset..end)
+                    .await
+                    .with_context(|| format!("GET {} {offset}..{end}", object.location))?;
+                total += bytes.len() as u64;
+                offset = end;
+            }
+        }
+        Ok((total, start.elapsed()))
+    }
+
+    /// Baseline B: each object written again under a scratch key with one PUT (the
+    /// server's segments are below its multipart threshold too), one at a time, then
+    /// deleted. Only the PUTs are timed. Returns (bytes, time).
+    async fn put_objects(
+        &self,
+        objects: &[object_store::ObjectMeta],
+    ) -> anyhow::Result<(u64, Duration)> {
+        let mut total = 0u64;
+        let mut elapsed = Duration::ZERO;
+        for (index, object) in objects.iter().enumerate() {
+            let bytes = self.store.get(&object.location).await?.bytes().await?;
+            let key = self
+                .prefix
+                .clone()
+                .join("put-baseline")
+                .join(format!("{index:06}"));
+            total += bytes.len() as u64;
+            let start = Instant::now();
+            self.store
+                .put(&key, bytes.into())
+                .await
+                .with_context(|| format!("PUT {key}"))?;
+            elapsed += start.elapsed();
+            self.store.delete(&key).await?;
+        }
+        Ok((total, elapsed))
+    }
 }
 
 /// `GET http://ADDR/metrics` (HTTP/1.0, so the server closes the connection).
@@ -3851,55 +3995,6 @@ fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<(PathBuf, u64)> {
     }
     out.sort();
     out
-}
-
-/// Baseline A: every object read sequentially in 1 MiB preads. Returns (bytes, time).
-fn read_objects(objects: &[(PathBuf, u64)]) -> anyhow::Result<(u64, Duration)> {
-    use std::os::unix::fs::FileExt as _;
-    const CHUNK: usize = 1 << 20;
-    let mut buf = vec![0u8; CHUNK];
-    let start = Instant::now();
-    let mut total = 0u64;
-    for (path, _) in objects {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut offset = 0u64;
-        loop {
-            let n = file.read_at(&mut buf, offset)?;
-            if n == 0 {
-                break;
-            }
-            offset += n as u64;
-        }
-        total += offset;
-    }
-    Ok((total, start.elapsed()))
-}
-
-/// Baseline B: the same bytes copied into one new file (1 MiB reads and writes), with a
-/// single fsync at the end. Returns (bytes, time).
-fn copy_objects(objects: &[(PathBuf, u64)], root: &Path) -> anyhow::Result<(u64, Duration)> {
-    use std::io::Read as _;
-    const CHUNK: usize = 1 << 20;
-    let path = root.join(format!("put-baseline-{}.tmp", std::process::id()));
-    let _remove = RemoveOnDrop(path.clone());
-    let mut buf = vec![0u8; CHUNK];
-    let start = Instant::now();
-    let mut out = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let mut total = 0u64;
-    for (object, _) in objects {
-        let mut file =
-            File::open(object).with_context(|| format!("opening {}", object.display()))?;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])?;
-            total += n as u64;
-        }
-    }
-    out.sync_all()?;
-    Ok((total, start.elapsed()))
 }
 
 /// One verifying pass over the whole topic by a fresh consumer without a group.
@@ -4017,12 +4112,13 @@ async fn cold_mode(
     args: &Args,
     bootstrap: &str,
     server: &ServerProcess,
+    s3: Option<&S3Server>,
 ) -> anyhow::Result<(serde_json::Map<String, Value>, bool)> {
     let mut fields = serde_json::Map::new();
     let server_pid = Some(server.pid);
     let data_dir = server.data_dir.path();
     let local_streams = data_dir.join("streams");
-    let objects_dir = data_dir.join("objects");
+    let store = BaselineStore::open(data_dir, s3)?;
     let topic = default_topic(args, "");
     let segment_bytes = args.cold_segment_bytes.to_string();
     create_topic_with(
@@ -4044,13 +4140,7 @@ async fn cold_mode(
             "local.retention.ms": 0,
         }),
     );
-    fields.insert(
-        "object_store".into(),
-        json!(format!(
-            "file://{}",
-            std::path::absolute(&objects_dir)?.display()
-        )),
-    );
+    fields.insert("object_store".into(), json!(store.url));
 
     // Produce, watching the upload counters meanwhile.
     eprintln!(
@@ -4124,8 +4214,8 @@ async fn cold_mode(
     };
     watcher.abort();
     let after_upload = Samples::take(server_pid);
-    let objects = files_with_suffix(&objects_dir, ".log");
-    let object_bytes: u64 = objects.iter().map(|(_, size)| size).sum();
+    let objects = store.segment_objects().await?;
+    let object_bytes: u64 = objects.iter().map(|object| object.size).sum();
     let local_bytes: u64 = local_left.iter().map(|(_, size)| size).sum();
     let uploaded_bytes = metric(&metrics_text, "shardline_tier_uploaded_bytes_total")
         .map_or(object_bytes, |b| b as u64);
@@ -4164,24 +4254,24 @@ async fn cold_mode(
     );
 
     // Baselines on the same objects.
-    let (read_bytes, read_time) = read_objects(&objects)?;
+    let (read_bytes, read_time) = store.read_objects(&objects).await?;
     let direct_read_mb_s = mb_per_s(read_bytes, read_time);
-    let (copy_bytes, copy_time) = copy_objects(&objects, &args.data_dir_root)?;
-    let put_mb_s = mb_per_s(copy_bytes, copy_time);
+    let (put_bytes, put_time) = store.put_objects(&objects).await?;
+    let put_mb_s = mb_per_s(put_bytes, put_time);
     eprintln!(
-        "baseline A: 1 MiB preads of the objects: {direct_read_mb_s:.1} MB/s; baseline B: copy + one fsync: {put_mb_s:.1} MB/s"
+        "baseline A: sequential 1 MiB ranged GETs of the objects: {direct_read_mb_s:.1} MB/s; baseline B: whole-object PUTs: {put_mb_s:.1} MB/s"
     );
     fields.insert(
         "baselines".into(),
         json!({
-            "a_object_read_1mib_pread": {
+            "a_ranged_gets_1mib": {
                 "bytes": read_bytes,
                 "seconds": round3(read_time.as_secs_f64()),
                 "mb_s": round3(direct_read_mb_s),
             },
-            "b_object_copy_one_fsync": {
-                "bytes": copy_bytes,
-                "seconds": round3(copy_time.as_secs_f64()),
+            "b_whole_object_puts": {
+                "bytes": put_bytes,
+                "seconds": round3(put_time.as_secs_f64()),
                 "mb_s": round3(put_mb_s),
             },
         }),
@@ -4212,7 +4302,7 @@ async fn cold_mode(
     let hwm_mib = end.map(|s| round3(s.hwm_kib as f64 / 1024.0));
     let rss_limit_mib = cache_mib + TARGET_COLD_RSS_OVERHEAD_MIB;
     eprintln!(
-        "cold {cold_mb_s:.1} MB/s = {cold_vs_direct}x direct reads; warm {warm_mb_s:.1} MB/s = {warm_vs_cold}x cold; upload {upload_mb_s:.1} MB/s = {upload_vs_put}x copy+fsync; server VmHWM {hwm_mib:?} MiB (cache {cache_mib:.0} MiB)"
+        "cold {cold_mb_s:.1} MB/s = {cold_vs_direct}x ranged GETs; warm {warm_mb_s:.1} MB/s = {warm_vs_cold}x cold; upload {upload_mb_s:.1} MB/s = {upload_vs_put}x PUTs; server VmHWM {hwm_mib:?} MiB (cache {cache_mib:.0} MiB)"
     );
     fields.insert(
         "memory".into(),
@@ -4227,16 +4317,16 @@ async fn cold_mode(
     fields.insert(
         "ratios".into(),
         json!({
-            "cold_vs_direct_read": cold_vs_direct,
+            "cold_vs_ranged_gets": cold_vs_direct,
             "warm_vs_cold": warm_vs_cold,
-            "upload_vs_copy_fsync": upload_vs_put,
+            "upload_vs_puts": upload_vs_put,
         }),
     );
     fields.insert(
         "targets".into(),
         json!({
-            "cold_vs_direct_read_min": TARGET_COLD_VS_DIRECT,
-            "cold_vs_direct_read_met": cold_vs_direct >= TARGET_COLD_VS_DIRECT,
+            "cold_vs_ranged_gets_min": TARGET_COLD_VS_DIRECT,
+            "cold_vs_ranged_gets_met": cold_vs_direct >= TARGET_COLD_VS_DIRECT,
             "warm_vs_cold_min": TARGET_WARM_VS_COLD,
             "warm_vs_cold_met": warm_vs_cold >= TARGET_WARM_VS_COLD,
             "server_hwm_limit_mib": rss_limit_mib,
@@ -4285,6 +4375,7 @@ fn params_json(args: &Args) -> Value {
         "commit_connections": args.commit_connections,
         "commit_pipeline": args.commit_pipeline,
         "commit_seconds": args.commit_seconds,
+        "cold_store": args.cold_store.name(),
         "cold_bytes": args.cold_bytes,
         "cold_cache_bytes": args.cold_cache_bytes,
         "cold_upload_interval_ms": args.cold_upload_interval_ms,
@@ -4374,11 +4465,23 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
             "--mode cold needs --spawn-server (it reads the server's data dir and /metrics)"
         );
     }
+    // Cold mode on S3: the endpoint lives in this process, on loopback, for the run.
+    let s3 = if args.mode == Mode::Cold && args.cold_store == ColdStore::S3 {
+        let s3 = S3Server::start(COLD_BUCKET).await;
+        eprintln!(
+            "s3: endpoint http://{} (s3s over {})",
+            s3.addr,
+            s3.root.path().display()
+        );
+        Some(s3)
+    } else {
+        None
+    };
     // Group and cold modes: a server config file with the settings the run needs.
     let server_config = match (&args.spawn_server, args.mode) {
         (Some(_), Mode::Group | Mode::Cold) => {
             let text = if args.mode == Mode::Cold {
-                cold_server_config(args)
+                cold_server_config(args, s3.as_ref())
             } else {
                 group_server_config(args)
             };
@@ -4425,7 +4528,7 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
                 Mode::Group => group_mode(args, &bootstrap, server_pid).await,
                 Mode::Cold => {
                     let server = server.as_ref().context("cold mode needs --spawn-server")?;
-                    cold_mode(args, &bootstrap, server).await
+                    cold_mode(args, &bootstrap, server, s3.as_ref()).await
                 }
             }
         } => result,
