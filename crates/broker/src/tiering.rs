@@ -170,6 +170,21 @@ pub struct VerifyProgress {
     pub problems: Vec<String>,
 }
 
+/// Deletes the shard's local segments whose records all lie below `offset` (off the
+/// runtime: it removes files).
+async fn delete_local_before(shard: Arc<crate::shard::Shard>, offset: u64) -> Result<usize, Error> {
+    tokio::task::spawn_blocking(move || {
+        shard
+            .log
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .delete_segments_before(offset)
+    })
+    .await
+    .map_err(|error| Error::Internal(format!("local delete task failed: {error}")))?
+    .map_err(Error::from)
+}
+
 /// The sealed segments of `segments` at or past `uploaded_to` (the backlog).
 fn backlog_of(segments: &[shardline_log::SegmentInfo], uploaded_to: u64) -> TierBacklog {
     let mut backlog = TierBacklog::default();
@@ -426,15 +441,7 @@ impl Broker {
             delete_before = Some(segment.next_offset);
         }
         if let Some(offset) = delete_before {
-            let deleted = tokio::task::spawn_blocking(move || {
-                shard
-                    .log
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .delete_segments_before(offset)
-            })
-            .await
-            .map_err(|error| Error::Internal(format!("local delete task failed: {error}")))??;
+            let deleted = delete_local_before(shard, offset).await?;
             if deleted > 0 {
                 info!(stream = %stream.info.name, shard = index, segments = deleted, "local copies of tiered segments deleted");
             }
@@ -502,16 +509,7 @@ impl Broker {
             let manifest = tier.manifest(&key).await.map_err(tier_error)?;
             slot.shard
                 .set_remote_range(manifest.start_offset().zip(manifest.next_offset()));
-            let shard = Arc::clone(&slot.shard);
-            deleted += tokio::task::spawn_blocking(move || {
-                shard
-                    .log
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .delete_segments_before(offset)
-            })
-            .await
-            .map_err(|error| Error::Internal(format!("local delete task failed: {error}")))??;
+            deleted += delete_local_before(Arc::clone(&slot.shard), offset).await?;
         }
         Ok(deleted)
     }
