@@ -166,9 +166,11 @@ pub struct StreamConfig {
     pub shard_write_records_per_second: u64,
     /// `shard.read.bytes.per.second`: Kinesis' 2 MiB/s per shard.
     pub shard_read_bytes_per_second: u64,
-    /// `retention.bytes`: most bytes a shard's log keeps before its oldest segments are
-    /// deleted; -1 for no bound (Kafka's default). With tiering, as in Kafka's KIP-405, it
-    /// bounds the whole log: remote segments plus local ones not uploaded yet.
+    /// `retention.bytes`: the size past which a shard's oldest segments are deleted, by
+    /// Kafka's rule (a segment goes only while what remains is at least this much, so a
+    /// shard keeps up to one segment more); -1 for no bound (Kafka's default). With
+    /// tiering, as in Kafka's tiered storage, it counts the whole log: remote segments
+    /// plus local ones not uploaded yet.
     pub retention_bytes: i64,
     /// `local.retention.ms`: with tiering, how long an uploaded segment's local copy is
     /// kept (by its newest record's age); -2 means as long as `retention.ms`.

@@ -47,6 +47,13 @@ pub struct RetentionReport {
     pub shards_trimmed: usize,
 }
 
+/// Kafka's `retention.bytes` rule, oldest segment first: with `over` bytes above the
+/// limit (`None`: no limit), a segment of `size` bytes may go only if at least that many
+/// are over, so what remains never drops below the limit.
+pub(crate) fn over_by_at_least(over: Option<u64>, size: u64) -> bool {
+    over.is_some_and(|over| over >= size)
+}
+
 impl Broker {
     fn current(&self, name: &str) -> Result<Arc<Stream>, Error> {
         self.streams_ref()
@@ -533,24 +540,29 @@ impl Broker {
     }
 
     /// Deletes every whole segment whose newest record is older than its stream's
-    /// retention at `now_ms`, moving log start offsets. A segment still taking appends is
+    /// retention at `now_ms`, and the oldest segments of a shard larger than its
+    /// `retention.bytes`, moving log start offsets. A segment still taking appends is
     /// sealed first when all it holds has expired. Returns what was removed.
+    ///
+    /// The size rule is Kafka's: the oldest segment goes only while what remains is
+    /// still at least `retention.bytes`, so a shard keeps between `retention.bytes` and
+    /// that plus one segment. With tiering it counts local and remote bytes together and
+    /// is applied to the remote segments (see `enforce_remote_retention`).
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, Error> {
         let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
         let mut report = RetentionReport::default();
         for stream in streams {
             let cutoff = now_ms.saturating_sub(stream.info.config.retention_ms);
             let bytes_max = u64::try_from(stream.info.config.retention_bytes).ok();
-            // With tiering, retention.bytes bounds the whole log, local and remote
-            // together, and is enforced on the remote side (oldest first) below: the local
-            // log alone never deletes by size, as a segment deleted before its upload
-            // would leave a gap in the remote copy.
+            // With tiering the local log alone never deletes by size: a segment deleted
+            // before its upload would leave a gap in the remote copy.
             let local_bytes_max = if self.inner.tier.is_some() {
                 None
             } else {
                 bytes_max
             };
             for slot in &stream.shards {
+                let _tiering = slot.shard.tiering.lock().await;
                 let shard = Arc::clone(&slot.shard);
                 let deleted = tokio::task::spawn_blocking(move || -> Result<usize, Error> {
                     let mut log = shard
@@ -568,16 +580,17 @@ impl Broker {
                         return Ok(0);
                     }
                     let segments = log.segments();
-                    // Oldest first: expired by age, or needed to bring the log under
-                    // retention.bytes. The active segment always stays.
-                    let mut total: u64 = segments.iter().map(|segment| segment.size_bytes).sum();
+                    let total: u64 = segments.iter().map(|segment| segment.size_bytes).sum();
+                    let mut over = local_bytes_max.map(|max| total.saturating_sub(max));
+                    // Oldest first, by age or size; the active segment always stays.
                     let keep_from = segments
                         .iter()
                         .take_while(|segment| {
-                            let over = local_bytes_max.is_some_and(|max| total > max);
-                            let go = !segment.active && (expired(segment.max_timestamp) || over);
+                            let go = !segment.active
+                                && (expired(segment.max_timestamp)
+                                    || over_by_at_least(over, segment.size_bytes));
                             if go {
-                                total -= segment.size_bytes;
+                                over = over.map(|over| over.saturating_sub(segment.size_bytes));
                             }
                             go
                         })
@@ -596,10 +609,20 @@ impl Broker {
                     info!(stream = %stream.info.name, shard = slot.shard.index, segments = deleted, "expired segments deleted");
                 }
             }
-            // Remote copies expire by the same age rule, and by retention.bytes.
-            report.segments_deleted += self
+            // Remote copies expire by the same age rule, and by retention.bytes. A store
+            // that cannot be reached now must not stop the other streams' retention.
+            match self
                 .enforce_remote_retention(&stream, cutoff, bytes_max)
-                .await?;
+                .await
+            {
+                Ok(remote) => {
+                    report.segments_deleted += remote.segments_deleted;
+                    report.shards_trimmed += remote.shards_trimmed;
+                }
+                Err(error) => {
+                    warn!(stream = %stream.info.name, %error, "remote retention failed; retrying at the next pass");
+                }
+            }
         }
         Ok(report)
     }

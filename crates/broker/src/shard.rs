@@ -73,6 +73,11 @@ pub(crate) struct Shard {
     /// the offset after the last one uploaded.
     remote_start: AtomicU64,
     remote_next: AtomicU64,
+    /// Serialises what changes this shard's tiered state — the upload pass and retention
+    /// (local and remote) — so that neither acts on a remote range or segment list the
+    /// other has just changed (an upload writing back a start offset retention moved, or
+    /// re-uploading a segment retention is deleting).
+    pub(crate) tiering: tokio::sync::Mutex<()>,
 }
 
 /// The token buckets of one shard. A rate of 0 means unlimited.
@@ -148,6 +153,7 @@ impl Shard {
             window_bytes: AtomicU64::new(0),
             remote_start: AtomicU64::new(u64::MAX),
             remote_next: AtomicU64::new(0),
+            tiering: tokio::sync::Mutex::new(()),
         }
     }
 

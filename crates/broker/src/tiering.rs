@@ -150,8 +150,11 @@ pub struct RemoteStorage {
     pub segments: u64,
     /// Their bytes.
     pub bytes: u64,
-    /// Why the manifest could not be read (the store is down, say): then `range` is the
-    /// broker's last known one and the counts are zero.
+    /// Why the manifest could not be read: then `range` is the broker's last known one
+    /// and the counts are zero. Manifests are cached once read and kept current by this
+    /// server's own uploads and deletions, so an outage usually shows the cached figures
+    /// (the backlog tells of the outage); this is for a shard whose manifest was not
+    /// cached yet.
     pub error: Option<String>,
 }
 
@@ -168,6 +171,8 @@ pub struct VerifyProgress {
     pub bytes_total: u64,
     /// What was wrong, one line per bad segment.
     pub problems: Vec<String>,
+    /// Bytes of the bad segments.
+    pub bytes_unreadable: u64,
 }
 
 /// Deletes the shard's local segments whose records all lie below `offset` (off the
@@ -230,8 +235,9 @@ impl Broker {
         let mut shards = Vec::with_capacity(stream.shards.len());
         for slot in &stream.shards {
             let shard = &slot.shard;
-            // Manifests are cached, so this reads the store only for a shard not seen
-            // lately; an operator looking at an outage still gets the local picture.
+            // From the manifest cache, which this server keeps current; the store is read
+            // only for a manifest not cached yet, and its failure is reported, not fatal:
+            // an operator looking at an outage still gets the local picture.
             let remote = match &self.inner.tier {
                 Some(tier) => Some(
                     match tier.manifest(&shard_key(&stream.info, shard.index)).await {
@@ -279,39 +285,76 @@ impl Broker {
         Ok(shards)
     }
 
-    /// Checks that every segment the manifests list is in the object store (see
-    /// [`Tier::verify_segment`]), calling `progress` after each one, so that a restore can
-    /// say what is readable and show how far it got. Problems are collected, not fatal.
+    /// Checks that every segment the manifests list is in the object store with its
+    /// recorded size (see [`Tier::verify_segment`]; contents are not read), calling
+    /// `progress` after each one, so that a restore can say what is there and show how far
+    /// it got. Problems are collected, not fatal. Each shard is checked under its tiering
+    /// lock, so retention cannot delete a segment between listing and checking it.
     pub async fn verify_remote(
         &self,
         mut progress: impl FnMut(&VerifyProgress),
     ) -> Result<VerifyProgress, Error> {
+        /// HEAD requests in flight at once (three per segment).
+        const SEGMENTS_IN_FLIGHT: usize = 16;
         let mut state = VerifyProgress::default();
         let Some(tier) = &self.inner.tier else {
             return Ok(state);
         };
         let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
-        let mut work = Vec::new();
+        // First the totals, for the progress bar.
         for stream in &streams {
             for slot in &stream.shards {
                 let manifest = tier
                     .manifest(&shard_key(&stream.info, slot.shard.index))
                     .await
                     .map_err(tier_error)?;
-                for segment in manifest.segments {
-                    state.segments_total += 1;
-                    state.bytes_total += segment.size_bytes;
-                    work.push(segment);
-                }
+                state.segments_total += manifest.segments.len() as u64;
+                state.bytes_total += manifest
+                    .segments
+                    .iter()
+                    .map(|segment| segment.size_bytes)
+                    .sum::<u64>();
             }
         }
         progress(&state);
-        for segment in work {
-            if let Err(error) = tier.verify_segment(&segment).await {
-                state.problems.push(error.to_string());
+        for stream in &streams {
+            for slot in &stream.shards {
+                let _tiering = slot.shard.tiering.lock().await;
+                let manifest = tier
+                    .manifest(&shard_key(&stream.info, slot.shard.index))
+                    .await
+                    .map_err(tier_error)?;
+                let mut pending = manifest.segments.into_iter();
+                let mut running = tokio::task::JoinSet::new();
+                loop {
+                    while running.len() < SEGMENTS_IN_FLIGHT
+                        && let Some(segment) = pending.next()
+                    {
+                        let tier = tier.clone();
+                        running.spawn(async move {
+                            let checked = tier.verify_segment(&segment).await;
+                            (segment.size_bytes, checked)
+                        });
+                    }
+                    let Some(joined) = running.join_next().await else {
+                        break;
+                    };
+                    let (size, checked) = joined
+                        .map_err(|error| Error::Internal(format!("verify task failed: {error}")))?;
+                    if let Err(error) = checked {
+                        state.problems.push(error.to_string());
+                        state.bytes_unreadable += size;
+                    }
+                    state.segments_done += 1;
+                    state.bytes_done += size;
+                    progress(&state);
+                }
             }
-            state.segments_done += 1;
-            state.bytes_done += segment.size_bytes;
+        }
+        // Retention may have removed segments between the totals and the checks.
+        if (state.segments_total, state.bytes_total) != (state.segments_done, state.bytes_done) {
+            state.segments_total = state.segments_done;
+            state.bytes_total = state.bytes_done;
             progress(&state);
         }
         Ok(state)
@@ -372,6 +415,7 @@ impl Broker {
         now_ms: i64,
     ) -> Result<usize, Error> {
         let shard = Arc::clone(&stream.shards[index as usize].shard);
+        let _tiering = shard.tiering.lock().await;
         let key = shard_key(&stream.info, index);
         let segments = shard
             .log
@@ -441,7 +485,7 @@ impl Broker {
             delete_before = Some(segment.next_offset);
         }
         if let Some(offset) = delete_before {
-            let deleted = delete_local_before(shard, offset).await?;
+            let deleted = delete_local_before(Arc::clone(&shard), offset).await?;
             if deleted > 0 {
                 info!(stream = %stream.info.name, shard = index, segments = deleted, "local copies of tiered segments deleted");
             }
@@ -451,20 +495,21 @@ impl Broker {
 
     /// Deletes remote segments of `stream`, oldest first, while their newest record is
     /// older than `cutoff_ms` or while the shard's whole log (remote segments plus local
-    /// ones not uploaded yet) is larger than `bytes_max` (`retention.bytes`). Local copies
-    /// of deleted segments go too, so the shard's first offset moves past them. Returns
-    /// how many segments (remote and local) were deleted.
+    /// ones not uploaded yet) stays at least `bytes_max` (`retention.bytes`, Kafka's rule)
+    /// without them. Local copies of deleted segments go too, so the shard's first
+    /// offset moves past them.
     pub(crate) async fn enforce_remote_retention(
         &self,
         stream: &Stream,
         cutoff_ms: i64,
         bytes_max: Option<u64>,
-    ) -> Result<usize, Error> {
+    ) -> Result<crate::RetentionReport, Error> {
+        let mut report = crate::RetentionReport::default();
         let Some(tier) = &self.inner.tier else {
-            return Ok(0);
+            return Ok(report);
         };
-        let mut deleted = 0;
         for slot in &stream.shards {
+            let _tiering = slot.shard.tiering.lock().await;
             let key = shard_key(&stream.info, slot.shard.index);
             let manifest = tier.manifest(&key).await.map_err(tier_error)?;
             let remote_next = manifest.next_offset().unwrap_or(0);
@@ -478,12 +523,13 @@ impl Broker {
                 .filter(|segment| segment.next_offset > remote_next)
                 .map(|segment| segment.size_bytes)
                 .sum();
-            let mut total = manifest
+            let total = manifest
                 .segments
                 .iter()
                 .map(|segment| segment.size_bytes)
                 .sum::<u64>()
                 + local_only;
+            let mut over = bytes_max.map(|max| total.saturating_sub(max));
             let keep_from = manifest
                 .segments
                 .iter()
@@ -491,27 +537,33 @@ impl Broker {
                     let expired = segment
                         .max_timestamp
                         .is_some_and(|newest| newest < cutoff_ms);
-                    let over = bytes_max.is_some_and(|max| total > max);
-                    if expired || over {
-                        total -= segment.size_bytes;
+                    let go = expired || crate::manage::over_by_at_least(over, segment.size_bytes);
+                    if go {
+                        over = over.map(|over| over.saturating_sub(segment.size_bytes));
                     }
-                    expired || over
+                    go
                 })
                 .last()
                 .map(|segment| segment.next_offset);
             let Some(offset) = keep_from else {
                 continue;
             };
-            deleted += tier
+            let deleted = tier
                 .delete_segments_before(&key, offset)
                 .await
                 .map_err(tier_error)?;
             let manifest = tier.manifest(&key).await.map_err(tier_error)?;
             slot.shard
                 .set_remote_range(manifest.start_offset().zip(manifest.next_offset()));
-            deleted += delete_local_before(Arc::clone(&slot.shard), offset).await?;
+            // The local copies are the same segments: not counted again.
+            delete_local_before(Arc::clone(&slot.shard), offset).await?;
+            if deleted > 0 {
+                report.segments_deleted += deleted;
+                report.shards_trimmed += 1;
+                info!(stream = %stream.info.name, shard = slot.shard.index, segments = deleted, first_offset = slot.shard.first_offset(), "remote segments deleted by retention");
+            }
         }
-        Ok(deleted)
+        Ok(report)
     }
 
     /// Deletes a stream's objects.

@@ -124,7 +124,7 @@ pub struct StreamsSection {
     pub on_demand_shards_min: u32,
     /// On-demand scaling: never more open shards than this.
     pub on_demand_shards_max: u32,
-    /// Most bytes a shard's log keeps before its oldest segments go (per topic
+    /// Size past which a shard's oldest segments go, Kafka's way (per topic
     /// `retention.bytes`), local and remote together with tiering; -1 for no bound.
     pub retention_bytes: i64,
     /// With tiering: hours an uploaded segment's local copy is kept (by its newest

@@ -70,6 +70,7 @@ async fn route(
     if let Some(name) = path
         .strip_prefix("/v1/streams/")
         .and_then(|rest| rest.strip_suffix("/storage"))
+        .filter(|_| request.method() == hyper::Method::GET)
     {
         return stream_storage(broker, name).await;
     }

@@ -80,8 +80,8 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let broker = shardline_broker::Broker::open(validated.broker)
         .await
         .context("opening the data directory on the object store")?;
-    // Every segment the manifests promise is checked for in the store (a HEAD each),
-    // so "restored" means readable, not just listed.
+    // Every segment the manifests list is looked for in the store with its recorded
+    // size (HEADs, no data read), so "restored" means present, not just listed.
     let mut bar = shardline::output::Progress::new("verifying tiered segments");
     let verified = broker
         .verify_remote(|progress| {
@@ -111,8 +111,10 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     for stream in &streams {
         let mut records = 0;
         for shard in &stream.shards {
-            let (start, end) = broker.offsets(&stream.name, i64::from(shard.index))?;
-            records += end - start;
+            // A stream deleted meanwhile has no offsets; it simply counts none.
+            if let Ok((start, end)) = broker.offsets(&stream.name, i64::from(shard.index)) {
+                records += end - start;
+            }
         }
         rows.push(vec![
             stream.name.clone(),
@@ -127,17 +129,17 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let groups = broker.groups_with_committed_offsets().len();
     broker.shutdown().await;
     eprintln!(
-        "restored {} streams, committed offsets of {groups} groups; {} tiered segments ({}) verified in the object store",
+        "restored {} streams, committed offsets of {groups} groups; {} tiered segments ({}) present in the object store",
         streams.len(),
         verified.segments_total - verified.problems.len() as u64,
-        human_bytes(verified.bytes_total)
+        human_bytes(verified.bytes_total - verified.bytes_unreadable)
     );
     if !verified.problems.is_empty() {
         for problem in &verified.problems {
             eprintln!("  unreadable: {problem}");
         }
         anyhow::bail!(
-            "{} tiered segments are missing or damaged in the object store; their records cannot be read",
+            "{} tiered segments are missing or truncated in the object store; their records cannot be read",
             verified.problems.len()
         );
     }

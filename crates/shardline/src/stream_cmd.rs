@@ -305,7 +305,14 @@ pub async fn describe(endpoint: &str, name: &str, format: Format) -> anyhow::Res
         &json!({ "StreamName": name }),
     )
     .await?;
-    let storage = storage(endpoint, name).await?;
+    // A server without the storage endpoint (or a failure there) still gets the layout.
+    let storage = match storage(endpoint, name).await {
+        Ok(storage) => storage,
+        Err(error) => {
+            eprintln!("warning: no storage figures: {error:#}");
+            Value::Null
+        }
+    };
     if format == Format::Json {
         return print_json(&json!({
             "StreamDescriptionSummary": summary["StreamDescriptionSummary"],
@@ -378,8 +385,10 @@ pub async fn describe(endpoint: &str, name: &str, format: Format) -> anyhow::Res
     crate::outln!();
     open.sort_by_key(|(_, start, _)| *start);
     crate::out!("{}", key_space_bar(&open));
-    crate::outln!();
-    crate::out!("{}", storage_table(&storage));
+    if !storage.is_null() {
+        crate::outln!();
+        crate::out!("{}", storage_table(&storage));
+    }
     Ok(())
 }
 

@@ -298,9 +298,9 @@ impl Tier {
     }
 
     /// Checks that a remote segment's three objects are in the store and that its `.log`
-    /// has the size the manifest recorded (a HEAD each, no data read): what a restore
-    /// promises readable is there. Missing objects are [`Error::RemoteMissing`], a wrong
-    /// size [`Error::RemoteCorrupt`].
+    /// has the size the manifest recorded: a HEAD each, no data read, so damage that keeps
+    /// the size is found only when the range is read (by its CRCs). Missing objects are
+    /// [`Error::RemoteMissing`], a wrong size [`Error::RemoteCorrupt`].
     pub async fn verify_segment(&self, segment: &RemoteSegment) -> Result<(), Error> {
         let size = self.inner.bucket.size(&segment.log_key).await?;
         if size != segment.size_bytes {

@@ -419,7 +419,11 @@ async fn retention_bytes_bounds_the_local_log_oldest_first() {
     let (stream, index) = broker.shard("b", 0).unwrap();
     let segments = stream.shards[index].shard.log.read().unwrap().segments();
     let total: u64 = segments.iter().map(|segment| segment.size_bytes).sum();
-    assert!(total <= 3000, "{total} bytes kept");
+    // Kafka's rule: never below the limit, and not one whole segment above it.
+    assert!(
+        total >= 3000 && total - segments[0].size_bytes < 3000,
+        "{total} bytes kept"
+    );
     let (start, high) = broker.offsets("b", 0).unwrap();
     assert!(
         start > 0 && high == 8,
@@ -436,10 +440,11 @@ async fn retention_bytes_with_tiering_bounds_local_and_remote_together() {
     // Passes are driven by hand below.
     config.tier_upload_interval_ms = 3_600_000;
     let broker = Broker::open(config).await.unwrap();
+    // One ~670-byte batch per 1 KiB segment; uploaded segments keep their local copies.
     let configs = BTreeMap::from([
         ("segment.bytes".to_owned(), "1024".to_owned()),
         ("retention.bytes".to_owned(), "3000".to_owned()),
-        ("local.retention.ms".to_owned(), "0".to_owned()),
+        ("local.retention.ms".to_owned(), "86400000".to_owned()),
     ]);
     broker.create_stream("t", 1, configs, false).await.unwrap();
     let value = vec![b't'; 600];
@@ -449,57 +454,59 @@ async fn retention_bytes_with_tiering_bounds_local_and_remote_together() {
     }
     let (stream, index) = broker.shard("t", 0).unwrap();
     let shard = Arc::clone(&stream.shards[index].shard);
-    let local_bytes = || -> u64 {
-        shard
-            .log
-            .read()
-            .unwrap()
-            .segments()
-            .iter()
-            .map(|segment| segment.size_bytes)
-            .sum()
-    };
+    let local = || shard.log.read().unwrap().segments();
 
     // Nothing uploaded yet: the size bound may not delete what only the disk holds.
     broker.enforce_retention(now).await.unwrap();
     assert_eq!(broker.offsets("t", 0).unwrap(), (0, 8));
-    assert!(local_bytes() > 3000);
 
-    // Uploaded and gone from local disk: the bound now applies to the bucket's copies.
-    assert_eq!(broker.tier_pass(now + 1).await.unwrap(), 7);
-    assert!(local_bytes() < 1024, "only the active segment stays local");
-    broker.enforce_retention(now).await.unwrap();
-    let (start, high) = broker.offsets("t", 0).unwrap();
-    assert!(
-        start > 0 && high == 8,
-        "oldest went first: [{start}, {high})"
-    );
-    let (remote_start, remote_next) = shard.remote_range().unwrap();
-    assert_eq!(remote_start, start);
+    // Seven sealed segments uploaded (local copies kept), then three more sealed that
+    // wait for the next upload, and an active one.
+    assert_eq!(broker.tier_pass(now).await.unwrap(), 7);
+    assert_eq!(shard.remote_range(), Some((0, 7)));
+    for _ in 0..3 {
+        append(&broker, "t", 0, now, &[&value]).await;
+    }
+    let key = crate::tiering::shard_key(&stream.info, 0);
     let tier = broker.inner.tier.as_ref().unwrap();
-    let manifest = tier
-        .manifest(&crate::tiering::shard_key(&stream.info, 0))
+    let remote_sizes: Vec<u64> = tier
+        .manifest(&key)
         .await
-        .unwrap();
-    let remote_bytes: u64 = manifest
+        .unwrap()
         .segments
         .iter()
         .map(|segment| segment.size_bytes)
+        .collect();
+    let waiting: u64 = local()
+        .iter()
+        .filter(|segment| segment.base_offset >= 7)
+        .map(|segment| segment.size_bytes)
         .sum();
-    assert!(
-        remote_bytes + local_bytes() <= 3000,
-        "{remote_bytes} remote + {} local bytes kept",
-        local_bytes()
-    );
-    assert!(
-        remote_bytes + local_bytes() + 1024 > 3000,
-        "no more than needed went"
-    );
+    // What Kafka's rule must keep: drop the oldest remote segments while the rest is
+    // still at least 3000 bytes, counting the waiting local bytes too.
+    let mut total = remote_sizes.iter().sum::<u64>() + waiting;
+    let mut expected_start = 0;
+    for size in &remote_sizes {
+        if total - size < 3000 {
+            break;
+        }
+        total -= size;
+        expected_start += 1;
+    }
+    assert!(expected_start > 0 && expected_start < 7);
+
+    broker.enforce_retention(now).await.unwrap();
+    assert_eq!(broker.offsets("t", 0).unwrap(), (expected_start, 11));
+    assert_eq!(shard.remote_range(), Some((expected_start, 7)));
+    // The local copies of what went are gone too; the segments not uploaded all stay.
+    assert_eq!(local()[0].base_offset, expected_start);
+    assert!(local().iter().any(|segment| segment.base_offset == 7));
     // What is kept reads back from the bucket; what went is out of range.
-    let read = broker.read("t", 0, start as i64, 1 << 20).await.unwrap();
+    let read = broker
+        .read("t", 0, expected_start as i64, 1 << 20)
+        .await
+        .unwrap();
     assert!(!read.records.is_empty());
-    assert_eq!(read.log_start_offset, start);
     assert!(broker.read("t", 0, 0, 1 << 20).await.is_err());
-    assert_eq!(remote_next, 7);
     broker.shutdown().await;
 }
