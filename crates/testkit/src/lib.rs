@@ -440,6 +440,9 @@ impl S3Server {
             // Connections live in this set, so stopping the endpoint cuts them too.
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((socket, _)) = listener.accept().await {
+                // As any real S3 front end does: without it, Nagle's algorithm and delayed
+                // ACKs stall each small response by ~40 ms on loopback.
+                let _ = socket.set_nodelay(true);
                 let connection = http
                     .serve_connection(TokioIo::new(socket), service.clone())
                     .into_owned();
