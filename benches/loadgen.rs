@@ -4467,7 +4467,7 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
     }
     // Cold mode on S3: the endpoint lives in this process, on loopback, for the run.
     let s3 = if args.mode == Mode::Cold && args.cold_store == ColdStore::S3 {
-        let s3 = S3Server::start(COLD_BUCKET).await;
+        let s3 = S3Server::start_in(&args.data_dir_root, COLD_BUCKET).await;
         eprintln!(
             "s3: endpoint http://{} (s3s over {})",
             s3.addr,

@@ -404,9 +404,15 @@ impl S3Server {
     /// Secret key the endpoint accepts.
     pub const SECRET_KEY: &'static str = "testtesttest";
 
-    /// Starts the endpoint with an empty `bucket`.
+    /// Starts the endpoint with an empty `bucket`, its objects in a temporary directory.
     pub async fn start(bucket: &str) -> S3Server {
-        let root = tempfile::tempdir().expect("s3 root");
+        Self::start_in(&std::env::temp_dir(), bucket).await
+    }
+
+    /// As [`S3Server::start`], with the objects in a new directory under `parent` (a
+    /// benchmark keeps them on the disk it measures).
+    pub async fn start_in(parent: &Path, bucket: &str) -> S3Server {
+        let root = tempfile::tempdir_in(parent).expect("s3 root");
         std::fs::create_dir(root.path().join(bucket)).expect("bucket directory");
         let listener = Self::listen("127.0.0.1:0".parse().expect("address"));
         let addr = listener.local_addr().expect("s3 address");
