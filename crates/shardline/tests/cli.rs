@@ -140,6 +140,21 @@ fn serve(dir: &std::path::Path) -> (std::process::Child, String) {
     (child, format!("http://{http}"))
 }
 
+/// One HTTP/1.1 request with `Connection: close`; the whole response as text.
+fn http_get(endpoint: &str, method: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let authority = endpoint.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 fn admin(endpoint: &str, args: &[&str]) -> std::process::Output {
     shardline()
         .args(args)
@@ -177,6 +192,12 @@ fn the_stream_cli_creates_splits_and_describes_through_the_kinesis_api() {
     assert!(table.contains("UPLOAD BACKLOG"), "{table}");
     assert!(table.contains("upload backlog 0 segments"), "{table}");
 
+    // The storage endpoint names an unknown stream and answers GET only.
+    let unknown = http_get(&endpoint, "GET", "/v1/streams/nope/storage");
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    assert!(unknown.contains("nope"), "{unknown}");
+    let put = http_get(&endpoint, "PUT", "/v1/streams/clicks/storage");
+    assert!(put.starts_with("HTTP/1.1 404"), "{put}");
     let refused = admin(&endpoint, &["stream", "merge", "clicks", "0", "1"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
