@@ -41,40 +41,8 @@ pub const GROUP_ID_BYTES_MAX: usize = i16::MAX as usize;
 /// under the store's record limit.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 64 * 1024;
 
-/// One group's committed position in one shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommittedOffset {
-    /// The next offset the group will read.
-    pub offset: i64,
-    /// Leader epoch of the record before `offset`, as the client sent it (-1 if unknown).
-    pub leader_epoch: i32,
-    /// Free-form client metadata; `None` is distinct from empty.
-    pub metadata: Option<String>,
-    /// When the commit was made, ms since the epoch; offsets expire from this.
-    pub commit_timestamp_ms: i64,
-}
-
-impl From<shardline_meta::CommittedOffset> for CommittedOffset {
-    fn from(stored: shardline_meta::CommittedOffset) -> CommittedOffset {
-        CommittedOffset {
-            offset: stored.offset,
-            leader_epoch: stored.leader_epoch,
-            metadata: stored.metadata,
-            commit_timestamp_ms: stored.commit_timestamp_ms,
-        }
-    }
-}
-
-impl From<CommittedOffset> for shardline_meta::CommittedOffset {
-    fn from(committed: CommittedOffset) -> shardline_meta::CommittedOffset {
-        shardline_meta::CommittedOffset {
-            offset: committed.offset,
-            leader_epoch: committed.leader_epoch,
-            metadata: committed.metadata,
-            commit_timestamp_ms: committed.commit_timestamp_ms,
-        }
-    }
-}
+/// One group's committed position in one shard: the store's own type.
+pub use shardline_meta::CommittedOffset;
 
 /// A change asked of the writer. Deletions are planned against the store's state when the
 /// writer gets to them, so they see every change queued before them.
@@ -297,7 +265,7 @@ fn plan(
                     group: group.clone(),
                     stream,
                     shard,
-                    committed: committed.into(),
+                    committed,
                 })
                 .collect()
         }
@@ -455,7 +423,6 @@ impl Broker {
             .get(group)?
             .get(&(stream.to_owned(), shard))
             .cloned()
-            .map(CommittedOffset::from)
     }
 
     /// Every durable committed offset of `group`, sorted by stream, then shard.
@@ -466,13 +433,7 @@ impl Broker {
             .get(group)
             .into_iter()
             .flatten()
-            .map(|((stream, shard), committed)| {
-                (
-                    stream.clone(),
-                    *shard,
-                    CommittedOffset::from(committed.clone()),
-                )
-            })
+            .map(|((stream, shard), committed)| (stream.clone(), *shard, committed.clone()))
             .collect()
     }
 

@@ -296,7 +296,7 @@ async fn offsets_of_streams_gone_before_a_restart_are_dropped_at_open() {
         group: "g".to_owned(),
         stream: stream.to_owned(),
         shard,
-        committed: at(1, 1).into(),
+        committed: at(1, 1),
     };
     store
         .append(&[ghost("ghost", 0), ghost("clicks", 5), ghost("clicks", 0)])
