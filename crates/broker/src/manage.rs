@@ -20,7 +20,6 @@ use shardline_core::reshard;
 use shardline_core::{HashKey, HashKeyRange};
 use tracing::{info, warn};
 
-use crate::producer::Verdict;
 use crate::{
     Broker, CapacityMode, Error, PendingAppend, ShardInfo, ShardSlot, Stream, StreamConfig,
     StreamInfo, lock, now_ms, open_shard, stream_record,
@@ -138,28 +137,16 @@ impl Broker {
                 shard: i64::from(closed_shard),
             })?;
         let _serial = slot.shard.reroute.lock().await;
-        match slot.shard.check_rerouted(original) {
-            Verdict::Append => {}
-            Verdict::Duplicate(_) => {
-                return Ok(Rerouted {
-                    duplicate: true,
-                    throttle_ms: 0,
-                });
-            }
-            Verdict::OutOfOrder { expected, found } => {
-                return Err(Error::OutOfOrderSequence {
-                    producer_id: original.producer_id,
-                    expected,
-                    found,
-                });
-            }
-            Verdict::StaleEpoch { current, found } => {
-                return Err(Error::StaleProducerEpoch {
-                    producer_id: original.producer_id,
-                    current,
-                    found,
-                });
-            }
+        if slot
+            .shard
+            .check_rerouted(original)
+            .admit(original.producer_id)?
+            .is_some()
+        {
+            return Ok(Rerouted {
+                duplicate: true,
+                throttle_ms: 0,
+            });
         }
         let admin = self.inner.admin.lock().await;
         let now_current = self.current(stream)?;

@@ -39,6 +39,27 @@ pub(crate) enum Verdict {
     StaleEpoch { current: i16, found: i16 },
 }
 
+impl Verdict {
+    /// The verdict as the append paths act on it: `None` to store the batch, the stored
+    /// batch's mark for a duplicate, or the producer error of `producer_id`.
+    pub(crate) fn admit(self, producer_id: i64) -> Result<Option<BatchMark>, crate::Error> {
+        match self {
+            Verdict::Append => Ok(None),
+            Verdict::Duplicate(mark) => Ok(Some(mark)),
+            Verdict::OutOfOrder { expected, found } => Err(crate::Error::OutOfOrderSequence {
+                producer_id,
+                expected,
+                found,
+            }),
+            Verdict::StaleEpoch { current, found } => Err(crate::Error::StaleProducerEpoch {
+                producer_id,
+                current,
+                found,
+            }),
+        }
+    }
+}
+
 /// Producer states of one shard.
 #[derive(Debug, Default)]
 pub(crate) struct ProducerStates {

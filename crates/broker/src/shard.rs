@@ -375,35 +375,19 @@ impl Shard {
     ) -> Result<AppendOutcome, Error> {
         let header = request.header;
         if header.has_producer_id() && header.base_sequence >= 0 {
-            match producers.check(
+            let verdict = producers.check(
                 header.producer_id,
                 header.producer_epoch,
                 header.base_sequence,
                 header.last_sequence(),
-            ) {
-                Verdict::Append => {}
-                Verdict::Duplicate(mark) => {
-                    return Ok(AppendOutcome {
-                        base_offset: mark.base_offset,
-                        last_offset: mark.last_offset,
-                        log_start_offset: log.log_start_offset(),
-                        duplicate: true,
-                    });
-                }
-                Verdict::OutOfOrder { expected, found } => {
-                    return Err(Error::OutOfOrderSequence {
-                        producer_id: header.producer_id,
-                        expected,
-                        found,
-                    });
-                }
-                Verdict::StaleEpoch { current, found } => {
-                    return Err(Error::StaleProducerEpoch {
-                        producer_id: header.producer_id,
-                        current,
-                        found,
-                    });
-                }
+            );
+            if let Some(mark) = verdict.admit(header.producer_id)? {
+                return Ok(AppendOutcome {
+                    base_offset: mark.base_offset,
+                    last_offset: mark.last_offset,
+                    log_start_offset: log.log_start_offset(),
+                    duplicate: true,
+                });
             }
         }
         let info = log.append(&mut request.batch, request.now_ms)?;
