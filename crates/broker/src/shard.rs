@@ -281,7 +281,17 @@ impl Shard {
 
     /// Registers `notify` to be woken at the next high-watermark change.
     pub(crate) fn register_waiter(&self, notify: &Arc<Notify>) {
-        lock(&self.waiters).push(Arc::clone(notify));
+        let mut waiters = lock(&self.waiters);
+        // A long-poll re-registers on every pass and an idle shard never empties the list
+        // by waking it: drop the registrations whose fetch has finished (the list holds
+        // the only reference), so the list stays as long as the fetches still waiting.
+        waiters.retain(|waiter| Arc::strong_count(waiter) > 1);
+        waiters.push(Arc::clone(notify));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn waiters_registered(&self) -> usize {
+        lock(&self.waiters).len()
     }
 
     fn publish_high_watermark(&self, offset: u64) {

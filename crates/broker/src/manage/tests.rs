@@ -510,3 +510,27 @@ async fn retention_bytes_with_tiering_bounds_local_and_remote_together() {
     assert!(broker.read("t", 0, 0, 1 << 20).await.is_err());
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn long_polls_of_an_idle_shard_do_not_pile_up_registrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("idle", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let waiting = broker.watch(&[("idle", 0)]);
+    for _ in 0..1000 {
+        // One fetch pass each: register, find nothing, give up.
+        drop(broker.watch(&[("idle", 0)]));
+    }
+    let (stream, index) = broker.shard("idle", 0).unwrap();
+    let shard = &stream.shards[index].shard;
+    assert_eq!(shard.waiters_registered(), 2, "the live one and the last");
+    // The fetch still waiting is woken by the next append.
+    append(&broker, "idle", 0, crate::now_ms(), &[b"x"]).await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting.notified())
+        .await
+        .expect("woken");
+    broker.shutdown().await;
+}
