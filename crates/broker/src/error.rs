@@ -233,9 +233,9 @@ impl Error {
             Error::Batch(BatchError::UnsupportedMagic(_)) | Error::InvalidBatch(_) => {
                 ErrorKind::InvalidBatch
             }
-            Error::BatchTooLarge { .. } | Error::OffsetCommitTooLarge { .. } => {
-                ErrorKind::BatchTooLarge
-            }
+            Error::BatchTooLarge { .. }
+            | Error::OffsetCommitTooLarge { .. }
+            | Error::Log(shardline_log::Error::BatchTooLarge { .. }) => ErrorKind::BatchTooLarge,
             Error::OutOfOrderSequence { .. } => ErrorKind::OutOfOrderSequence,
             Error::StaleProducerEpoch { .. } => ErrorKind::StaleProducerEpoch,
             Error::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,

@@ -346,8 +346,15 @@ impl Shard {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut producers = lock(&self.producers);
             for mut request in group {
-                let outcome = self.append_one(&mut log, &mut producers, &mut request);
-                if let Err(Error::Log(error)) = &outcome {
+                // After a fatal log error the rest of the group is refused, not written
+                // to a log in an unknown state.
+                let outcome = match lock(&self.failure).clone() {
+                    Some(reason) => Err(self.failed_error(reason)),
+                    None => self.append_one(&mut log, &mut producers, &mut request),
+                };
+                if let Err(Error::Log(error)) = &outcome
+                    && error.is_fatal()
+                {
                     self.fail(error.to_string());
                 }
                 answered.push((request.reply, outcome));

@@ -152,6 +152,16 @@ pub enum CorruptReason {
 }
 
 impl Error {
+    /// Whether the log may be in an unknown state after this error (failed I/O, damaged
+    /// data, exhausted offsets), so that its owner must stop writing to it. The others
+    /// refuse one append and leave the log as it was.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. } | Error::Corrupt { .. } | Error::OffsetOverflow { .. }
+        )
+    }
+
     /// Wraps an I/O error with what was being done and to which path.
     pub(crate) fn io(
         operation: &'static str,

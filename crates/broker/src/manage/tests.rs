@@ -534,3 +534,24 @@ async fn long_polls_of_an_idle_shard_do_not_pile_up_registrations() {
         .expect("woken");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_a_segment_is_refused_and_the_shard_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    let configs = BTreeMap::from([("segment.bytes".to_owned(), "1024".to_owned())]);
+    broker
+        .create_stream("small", 1, configs, false)
+        .await
+        .unwrap();
+    let now = crate::now_ms();
+    let big = BytesMut::from(&build_simple_batch(now, &[&[b'x'; 2048]])[..]);
+    let refused = match broker.append("small", 0, big).await {
+        Ok(pending) => pending.wait().await.unwrap_err(),
+        Err(error) => error,
+    };
+    assert_eq!(refused.kind(), ErrorKind::BatchTooLarge, "{refused}");
+    // Not a storage failure: the next append is stored.
+    assert_eq!(append(&broker, "small", 0, now, &[b"fits"]).await, 0);
+    broker.shutdown().await;
+}
