@@ -67,18 +67,21 @@ async fn a_producer_over_the_shard_limit_is_slowed_not_failed() {
         "provisioned (1 MiB/s): 5 MiB in {:.2} s; curve (s, MiB): {curve:.2?}",
         limited.as_secs_f64()
     );
-    assert!(
-        limited >= Duration::from_millis(3500),
-        "5 MiB at 1 MiB/s took only {limited:?}"
-    );
+    // No timing assertion (the curve above is for people): the limited topic's answers
+    // were held, the unlimited one's never.
+    let (throttled_limited, _) = server.broker().throttled_totals();
+    assert!(throttled_limited > 0, "the limited topic was throttled");
 
     let (free, curve) = produce_five_mib(&bootstrap, "unlimited").await;
     eprintln!(
         "unlimited: 5 MiB in {:.2} s; curve (s, MiB): {curve:.2?}",
         free.as_secs_f64()
     );
-    let (throttled_writes, _) = server.broker().throttled_totals();
-    assert!(throttled_writes > 0, "the limited topic was throttled");
+    let (throttled_after, _) = server.broker().throttled_totals();
+    assert_eq!(
+        throttled_after, throttled_limited,
+        "the unlimited topic was never throttled"
+    );
     assert_eq!(
         server.broker().offsets("limited", 0).unwrap().1,
         RECORDS as u64

@@ -92,6 +92,11 @@ pub(crate) async fn handle(
         }
         return ready(Reply::Silent);
     }
+    // The delay is the shard's whole debt as of this request, so it counts from now: a
+    // reply queued behind earlier throttled replies on the connection must not wait its
+    // delay again after theirs (that would throttle pipelined producers several times
+    // over).
+    let hold_until = tokio::time::Instant::now() + std::time::Duration::from_millis(throttle_ms);
     Box::pin(async move {
         let mut responses = Vec::with_capacity(topics.len());
         for (name, partitions) in topics {
@@ -143,9 +148,7 @@ pub(crate) async fn handle(
                     .with_partition_responses(partition_responses),
             );
         }
-        if throttle_ms > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(throttle_ms)).await;
-        }
+        tokio::time::sleep_until(hold_until).await;
         let response = ProduceResponse::default()
             .with_responses(responses)
             .with_throttle_time_ms(i32::try_from(throttle_ms).unwrap_or(i32::MAX));
