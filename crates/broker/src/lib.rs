@@ -161,9 +161,6 @@ pub struct ReadOutcome {
     pub high_watermark: u64,
     /// First offset kept.
     pub log_start_offset: u64,
-    /// How long the caller should hold its answer to keep the shard within its read
-    /// limit (0 when within it).
-    pub throttle_ms: u64,
 }
 
 /// An append that has been queued in order and can be awaited.
@@ -874,7 +871,8 @@ impl Broker {
         }
     }
 
-    /// Reads whole batches from `offset` (see [`ReadOutcome`]).
+    /// Reads whole batches from `offset` (see [`ReadOutcome`]); what is answered is
+    /// charged to the shard's read limit with [`Broker::charge_read`].
     pub async fn read(
         &self,
         stream: &str,
@@ -898,7 +896,6 @@ impl Broker {
                 records: Bytes::new(),
                 high_watermark,
                 log_start_offset: shard.first_offset(),
-                throttle_ms: 0,
             });
         }
         // Below the local log: the object store may hold it (tiered segments).
@@ -914,30 +911,37 @@ impl Broker {
                 )
                 .await?
         {
-            let throttle_ms = shard.charge_read(records.len() as u64, now_ms());
             return Ok(ReadOutcome {
                 records,
                 high_watermark,
                 log_start_offset: shard.first_offset(),
-                throttle_ms,
             });
         }
-        let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let records = shard.read_blocking(offset as u64, max_bytes)?;
-            let throttle_ms = shard.charge_read(records.len() as u64, now_ms());
-            if throttle_ms > 0 {
-                inner.throttled_reads.fetch_add(1, Ordering::Relaxed);
-            }
             Ok(ReadOutcome {
                 records,
                 high_watermark: shard.high_watermark(),
                 log_start_offset: shard.first_offset(),
-                throttle_ms,
             })
         })
         .await
         .map_err(|error| Error::Internal(format!("read task failed: {error}")))?
+    }
+
+    /// Charges `bytes` being answered from a shard to its read limit (Kinesis' 2 MiB/s)
+    /// and returns how long the answer should be held to keep the shard at that rate (0
+    /// when within it). Separate from [`Broker::read`] so that a long poll, which may
+    /// read a shard several times before it answers, pays once for what it sends.
+    pub fn charge_read(&self, stream: &str, shard: i64, bytes: u64) -> u64 {
+        let Ok((stream, index)) = self.shard(stream, shard) else {
+            return 0;
+        };
+        let throttle_ms = stream.shards[index].shard.charge_read(bytes, now_ms());
+        if throttle_ms > 0 {
+            self.inner.throttled_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        throttle_ms
     }
 
     /// `(log start offset, high watermark)` of a shard.

@@ -555,3 +555,26 @@ async fn a_batch_larger_than_a_segment_is_refused_and_the_shard_keeps_serving() 
     assert_eq!(append(&broker, "small", 0, now, &[b"fits"]).await, 0);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn reads_are_charged_to_the_read_limit_only_when_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("polled", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let now = crate::now_ms();
+    let value = vec![b'p'; 500 * 1024];
+    append(&broker, "polled", 0, now, &[&value]).await;
+    append(&broker, "polled", 0, now, &[&value]).await;
+    // A long poll may read the same bytes many times before it answers...
+    for _ in 0..5 {
+        let read = broker.read("polled", 0, 0, 4 << 20).await.unwrap();
+        assert!(read.records.len() > 1000 * 1024);
+    }
+    // ...and pays once: 1 MiB is within the 2 MiB/s limit, 5 MiB would not be.
+    assert_eq!(broker.charge_read("polled", 0, 1000 * 1024), 0);
+    assert!(broker.charge_read("polled", 0, 4 << 20) > 0, "the limit holds");
+    broker.shutdown().await;
+}

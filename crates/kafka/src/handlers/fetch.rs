@@ -69,13 +69,29 @@ pub(crate) fn handle(
             let pass = read_all(&context, &wanted, max_bytes, version).await;
             let now = Instant::now();
             if pass.total_bytes >= min_bytes || pass.any_error || now >= deadline {
-                // Over a shard's read limit: hold the answer (and say so), the Kafka way;
-                // clients that honour KIP-219 also wait before their next fetch.
-                if pass.throttle_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(pass.throttle_ms)).await;
+                // Only the pass that is answered is charged to the shards' read limits.
+                // Over one: hold the answer (and say so), the Kafka way; clients that
+                // honour KIP-219 also wait before their next fetch.
+                let throttle_ms = wanted
+                    .iter()
+                    .zip(&pass.results)
+                    .filter_map(|(want, data)| {
+                        let bytes = data.records.as_ref().map_or(0, Bytes::len);
+                        (bytes > 0).then(|| {
+                            context.broker.charge_read(
+                                &want.topic,
+                                i64::from(want.partition),
+                                bytes as u64,
+                            )
+                        })
+                    })
+                    .max()
+                    .unwrap_or(0);
+                if throttle_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(throttle_ms)).await;
                 }
                 let response = build_response(&wanted, pass.results)
-                    .with_throttle_time_ms(i32::try_from(pass.throttle_ms).unwrap_or(i32::MAX));
+                    .with_throttle_time_ms(i32::try_from(throttle_ms).unwrap_or(i32::MAX));
                 return encode_reply(ApiKey::Fetch, version, correlation_id, &response);
             }
             tokio::select! {
@@ -94,15 +110,12 @@ struct Pass {
     results: Vec<PartitionData>,
     total_bytes: usize,
     any_error: bool,
-    /// The longest delay any shard's read limit asks for.
-    throttle_ms: u64,
 }
 
 async fn read_all(context: &Context, wanted: &[Wanted], max_bytes: usize, version: i16) -> Pass {
     let mut remaining = max_bytes;
     let mut total = 0usize;
     let mut any_error = false;
-    let mut throttle_ms = 0;
     let mut results = Vec::with_capacity(wanted.len());
     for want in wanted {
         let data = PartitionData::default()
@@ -124,7 +137,6 @@ async fn read_all(context: &Context, wanted: &[Wanted], max_bytes: usize, versio
                         records: Bytes::new(),
                         high_watermark,
                         log_start_offset,
-                        throttle_ms: 0,
                     },
                 )
         } else {
@@ -135,7 +147,6 @@ async fn read_all(context: &Context, wanted: &[Wanted], max_bytes: usize, versio
         };
         let data = match read {
             Ok(outcome) => {
-                throttle_ms = throttle_ms.max(outcome.throttle_ms);
                 let length = outcome.records.len();
                 total += length;
                 remaining = remaining.saturating_sub(length);
@@ -174,7 +185,6 @@ async fn read_all(context: &Context, wanted: &[Wanted], max_bytes: usize, versio
         results,
         total_bytes: total,
         any_error,
-        throttle_ms,
     }
 }
 
