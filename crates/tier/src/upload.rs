@@ -15,7 +15,8 @@
 //!    whose objects are incomplete. A crash before this step leaves objects that the
 //!    next upload of the same segment overwrites.
 
-use std::collections::VecDeque;
+use futures::StreamExt as _;
+use futures::stream::FuturesOrdered;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -273,7 +274,9 @@ where
     let path = &segment.log_path;
     let mut file = tokio::fs::File::open(path).await.map_err(Error::io(path))?;
     let mut crc = 0u32;
-    let mut in_flight = VecDeque::with_capacity(PARTS_IN_FLIGHT);
+    // FuturesOrdered polls every queued send whenever the next one is awaited; futures
+    // merely held in a queue would not run until their turn (async blocks are lazy).
+    let mut in_flight = FuturesOrdered::new();
     let mut sent = Vec::new();
     let mut remaining = segment.size_bytes;
     let mut part_idx = 0;
@@ -284,13 +287,13 @@ where
             .await
             .map_err(Error::io(path))?;
         crc = crc32c::crc32c_append(crc, &buffer);
-        in_flight.push_back(Box::pin(send(part_idx, Bytes::from(buffer))));
+        in_flight.push_back(send(part_idx, Bytes::from(buffer)));
         part_idx += 1;
         remaining -= len;
         if in_flight.len() == PARTS_IN_FLIGHT
-            && let Some(oldest) = in_flight.pop_front()
+            && let Some(oldest) = in_flight.next().await
         {
-            sent.push(oldest.await?);
+            sent.push(oldest?);
         }
     }
     // A sealed segment never grows: more bytes mean the description is stale.
@@ -301,8 +304,8 @@ where
             format!("the file is longer than {} bytes", segment.size_bytes),
         ));
     }
-    while let Some(oldest) = in_flight.pop_front() {
-        sent.push(oldest.await?);
+    while let Some(oldest) = in_flight.next().await {
+        sent.push(oldest?);
     }
     Ok((crc, sent))
 }

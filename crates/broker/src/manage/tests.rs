@@ -575,6 +575,9 @@ async fn reads_are_charged_to_the_read_limit_only_when_answered() {
     }
     // ...and pays once: 1 MiB is within the 2 MiB/s limit, 5 MiB would not be.
     assert_eq!(broker.charge_read("polled", 0, 1000 * 1024), 0);
-    assert!(broker.charge_read("polled", 0, 4 << 20) > 0, "the limit holds");
+    assert!(
+        broker.charge_read("polled", 0, 4 << 20) > 0,
+        "the limit holds"
+    );
     broker.shutdown().await;
 }
