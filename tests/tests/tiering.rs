@@ -148,8 +148,20 @@ async fn segments_tier_to_s3_and_come_back_after_losing_the_disk() {
         )
         .await
         .unwrap();
-    // Let the snapshot of offsets reach the bucket, then lose the whole data directory.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Wait for the snapshot of offsets to reach the bucket, then lose the whole data
+    // directory.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s3
+        .objects("bucket", "cluster-1", "offsets.json")
+        .iter()
+        .any(|path| std::fs::read_to_string(path).is_ok_and(|text| text.contains("archivist")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "offsets never reached the bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let old_dir = server.stop().await;
     drop(old_dir);
 

@@ -304,10 +304,19 @@ impl RawClient {
         Ok(Some(body))
     }
 
-    /// Whether the server has closed the connection (reads EOF within the timeout).
+    /// Whether the server has closed the connection: EOF or a reset within the read
+    /// timeout. A timeout is not a close (a server ignoring bad input would pass).
     pub fn is_closed_by_server(&mut self) -> bool {
+        use std::io::ErrorKind;
         let mut byte = [0u8; 1];
-        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => matches!(
+                error.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+            ),
+        }
     }
 }
 
