@@ -47,6 +47,7 @@ pub use error::{Error, ErrorKind};
 pub use manage::{Rerouted, RetentionReport};
 pub use offsets::{CommittedOffset, GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
 pub use shard::AppendOutcome;
+pub use shardline_meta::document_path as metadata_document_path;
 pub use tiering::{RemoteStorage, ShardStorage, TierBacklog, VerifyProgress};
 
 use offsets::{OffsetRequest, Offsets};

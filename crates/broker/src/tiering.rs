@@ -52,7 +52,13 @@ pub struct TierBacklog {
 /// The bucket prefix of a stream's data. The topic id keeps a re-created stream of the
 /// same name apart from the old one's objects.
 pub(crate) fn stream_key(info: &StreamInfo) -> String {
-    format!("{}-{}", info.name, hex(&info.topic_id[..4]))
+    stream_key_of(&info.name, &hex(&info.topic_id))
+}
+
+/// [`stream_key`] from the metadata document's fields (the topic id in hex): the first
+/// four bytes of the id, eight hex digits.
+fn stream_key_of(name: &str, topic_id_hex: &str) -> String {
+    format!("{name}-{}", topic_id_hex.get(..8).unwrap_or(topic_id_hex))
 }
 
 /// The bucket prefix of one shard's segments and manifest.
@@ -72,22 +78,13 @@ pub(crate) async fn open_tier(config: &TierConfig, data_dir: &Path) -> Result<Ti
     if aborted > 0 {
         info!(aborted, "cleaned up multipart uploads left by a crash");
     }
-    let local = data_dir.join("meta").join("metadata.json");
-    if !local.exists()
+    if !shardline_meta::document_path(data_dir).exists()
         && let Some(snapshot) = tier
             .get_document(METADATA_DOCUMENT)
             .await
             .map_err(tier_error)?
     {
-        let meta_dir = data_dir.join("meta");
-        std::fs::create_dir_all(&meta_dir)
-            .and_then(|()| std::fs::write(&local, &snapshot))
-            .map_err(|source| {
-                Error::Meta(shardline_meta::Error::Io {
-                    path: local.clone(),
-                    source,
-                })
-            })?;
+        shardline_meta::install_document(data_dir, &snapshot)?;
         warn!(
             bucket = %config.url,
             "data directory was empty: restored stream metadata from the object store; tiered records keep their offsets"
@@ -99,17 +96,17 @@ pub(crate) async fn open_tier(config: &TierConfig, data_dir: &Path) -> Result<Ti
 /// Reads each shard's remote range from its manifest, for the streams in the local
 /// metadata document (before the broker opens anything).
 pub(crate) async fn remote_ranges(tier: &Tier, data_dir: &Path) -> Result<RemoteRanges, Error> {
-    let path = data_dir.join("meta").join("metadata.json");
-    let Ok(bytes) = std::fs::read(&path) else {
+    let Some(metadata) = shardline_meta::read_document(data_dir)? else {
         return Ok(RemoteRanges::default());
     };
-    let metadata: shardline_meta::Metadata = serde_json::from_slice(&bytes)
-        .map_err(|source| Error::Meta(shardline_meta::Error::Corrupt { path, source }))?;
     let mut ranges = RemoteRanges::new();
     for record in metadata.streams.values() {
-        let key_prefix = format!("{}-{}", record.name, &record.topic_id[..8]);
         for shard in &record.shards {
-            let key = format!("{key_prefix}/{:06}", shard.index);
+            let key = format!(
+                "{}/{:06}",
+                stream_key_of(&record.name, &record.topic_id),
+                shard.index
+            );
             let manifest = tier.manifest(&key).await.map_err(tier_error)?;
             if let (Some(start), Some(next)) = (manifest.start_offset(), manifest.next_offset()) {
                 ranges.insert(key, (start, next));
@@ -579,12 +576,7 @@ impl Broker {
     /// Writes the metadata document and a snapshot of committed offsets to the bucket
     /// when they changed since the last pass.
     async fn snapshot_documents(&self, tier: &Tier) -> Result<(), Error> {
-        let metadata_path = self
-            .inner
-            .config
-            .data_dir
-            .join("meta")
-            .join("metadata.json");
+        let metadata_path = shardline_meta::document_path(&self.inner.config.data_dir);
         let metadata = tokio::fs::read(&metadata_path).await.map_err(|source| {
             Error::Meta(shardline_meta::Error::Io {
                 path: metadata_path,

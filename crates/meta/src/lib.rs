@@ -197,31 +197,12 @@ impl MetaStore {
                 source,
             })?;
         }
-        let path = dir.join("metadata.json");
-        let metadata = match fs::read(&path) {
-            Ok(bytes) => {
-                let metadata: Metadata =
-                    serde_json::from_slice(&bytes).map_err(|source| Error::Corrupt {
-                        path: path.clone(),
-                        source,
-                    })?;
-                if metadata.format_version != FORMAT_VERSION {
-                    return Err(Error::UnknownVersion {
-                        path,
-                        found: metadata.format_version,
-                        supported: FORMAT_VERSION,
-                    });
-                }
-                metadata
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Metadata {
-                format_version: FORMAT_VERSION,
-                cluster_id: new_cluster_id.to_owned(),
-                streams: BTreeMap::new(),
-                producer_id_reserved_until: 0,
-            },
-            Err(source) => return Err(Error::Io { path, source }),
-        };
+        let metadata = read_document(data_dir)?.unwrap_or_else(|| Metadata {
+            format_version: FORMAT_VERSION,
+            cluster_id: new_cluster_id.to_owned(),
+            streams: BTreeMap::new(),
+            producer_id_reserved_until: 0,
+        });
         // Ids up to the reserved mark may have been given out before a crash: skip them.
         let next_producer_id = metadata.producer_id_reserved_until;
         let mut store = MetaStore {
@@ -256,26 +237,84 @@ impl MetaStore {
 
     /// Writes the document durably: temp file, fsync, rename, fsync the directory.
     pub fn save(&mut self) -> Result<(), Error> {
-        let tmp = self.dir.join("metadata.json.tmp");
-        let path = self.dir.join("metadata.json");
         let bytes = serde_json::to_vec_pretty(&self.metadata).map_err(|source| Error::Corrupt {
-            path: path.clone(),
+            path: self.dir.join(DOCUMENT_FILE),
             source,
         })?;
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
-        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        fs::File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io(&self.dir))?;
-        Ok(())
+        write_atomically(&self.dir, &bytes)
     }
+}
+
+/// Name of the metadata document in `data_dir/meta`.
+const DOCUMENT_FILE: &str = "metadata.json";
+
+/// Where the metadata document of `data_dir` lives.
+pub fn document_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("meta").join(DOCUMENT_FILE)
+}
+
+/// The metadata document of `data_dir`, if it has one, checked for its format version.
+pub fn read_document(data_dir: &Path) -> Result<Option<Metadata>, Error> {
+    let path = document_path(data_dir);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    let metadata: Metadata = serde_json::from_slice(&bytes).map_err(|source| Error::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
+    if metadata.format_version != FORMAT_VERSION {
+        return Err(Error::UnknownVersion {
+            path,
+            found: metadata.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(Some(metadata))
+}
+
+/// Installs `bytes` (a snapshot of another node's document, say) as the metadata
+/// document of `data_dir`, durably and atomically, after checking that it is one.
+pub fn install_document(data_dir: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = data_dir.join("meta");
+    let metadata: Metadata = serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+        path: dir.join(DOCUMENT_FILE),
+        source,
+    })?;
+    if metadata.format_version != FORMAT_VERSION {
+        return Err(Error::UnknownVersion {
+            path: dir.join(DOCUMENT_FILE),
+            found: metadata.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    write_atomically(&dir, bytes)
+}
+
+/// Writes the document in `dir` durably: temp file, fsync, rename, fsync the directory,
+/// so a crash leaves the old document or the new one, never a torn one.
+fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = dir.join("metadata.json.tmp");
+    let path = dir.join(DOCUMENT_FILE);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io(dir))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -314,6 +353,26 @@ mod tests {
         store.save().unwrap();
         drop(store);
         let store = MetaStore::open(dir.path(), "cluster-b").unwrap();
+        assert_eq!(store.metadata().cluster_id, "cluster-a");
+        assert_eq!(store.metadata().streams["orders"], stream("orders"));
+    }
+
+    #[test]
+    fn an_installed_snapshot_opens_as_the_document_and_garbage_is_refused() {
+        let source = tempfile::tempdir().unwrap();
+        let mut store = MetaStore::open(source.path(), "cluster-a").unwrap();
+        store
+            .metadata_mut()
+            .streams
+            .insert("orders".to_owned(), stream("orders"));
+        store.save().unwrap();
+        let snapshot = fs::read(document_path(source.path())).unwrap();
+
+        let target = tempfile::tempdir().unwrap();
+        assert!(install_document(target.path(), b"{\"half\": ").is_err());
+        assert!(read_document(target.path()).unwrap().is_none(), "nothing written");
+        install_document(target.path(), &snapshot).unwrap();
+        let store = MetaStore::open(target.path(), "cluster-b").unwrap();
         assert_eq!(store.metadata().cluster_id, "cluster-a");
         assert_eq!(store.metadata().streams["orders"], stream("orders"));
     }

@@ -59,7 +59,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         config.tier.url = url;
     }
     config.tier.enabled = true;
-    let metadata = config.data_dir.join("meta").join("metadata.json");
+    let metadata = shardline_broker::metadata_document_path(&config.data_dir);
     if metadata.exists() {
         anyhow::bail!(
             "{} already holds stream metadata; restore only rebuilds an empty data directory",
