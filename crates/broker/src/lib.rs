@@ -675,13 +675,26 @@ impl Broker {
             .ok_or_else(|| Error::UnknownStream(name.to_owned()))?;
         let broker = self.clone();
         let removing = name.to_owned();
-        tokio::task::spawn_blocking(move || {
+        let saved = tokio::task::spawn_blocking(move || {
             let mut meta = lock(&broker.inner.meta);
-            meta.metadata_mut().streams.remove(&removing);
-            meta.save()
+            let record = meta.metadata_mut().streams.remove(&removing);
+            let saved = meta.save();
+            if saved.is_err()
+                && let Some(record) = record
+            {
+                // Not deleted after all: memory must keep agreeing with the disk.
+                meta.metadata_mut().streams.insert(removing, record);
+            }
+            saved
         })
         .await
-        .map_err(|error| Error::Internal(format!("delete task failed: {error}")))??;
+        .map_err(|error| Error::Internal(format!("delete task failed: {error}")))
+        .and_then(|saved| saved.map_err(Error::from));
+        if let Err(error) = saved {
+            // The stream stays, serving as before; the caller may try again.
+            self.streams_mut().insert(name.to_owned(), stream);
+            return Err(error);
+        }
         // After the stream left the map, so no commit to it can be written after this.
         if let Err(error) = self
             .submit_offsets(offsets::Change::DropStream {

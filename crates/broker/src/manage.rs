@@ -561,10 +561,13 @@ impl Broker {
                     if let Some(active) = segments.last()
                         && active.size_bytes > 0
                         && expired(active.max_timestamp)
-                        && log.roll_now(now_ms).is_err()
                     {
-                        // A closed log (shutdown under way): leave it for the next pass.
-                        return Ok(0);
+                        match log.roll_now(now_ms) {
+                            Ok(_) => {}
+                            // A closed log (shutdown under way): leave it for the next pass.
+                            Err(shardline_log::Error::Closed { .. }) => return Ok(0),
+                            Err(error) => return Err(error.into()),
+                        }
                     }
                     let segments = log.segments();
                     let total: u64 = segments.iter().map(|segment| segment.size_bytes).sum();

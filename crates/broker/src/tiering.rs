@@ -438,6 +438,8 @@ impl Broker {
                 tier.delete_segments_before(&key, u64::MAX)
                     .await
                     .map_err(tier_error)?;
+                // Until the next upload lands, the bucket holds nothing of this shard.
+                shard.set_remote_range(None);
                 uploaded_to = None;
             }
             let Some(sealed) = SealedSegment::from_segment_info(segment) else {

@@ -42,45 +42,48 @@ const fn clip<M: Message>(key: ApiKey, min: i16, max: i16) -> Supported {
     }
 }
 
-/// The advertised table, in ApiVersions order.
-pub(crate) fn table() -> Vec<Supported> {
-    let mut produce = clip::<ProduceRequest>(ApiKey::Produce, 3, 12);
+/// `entry`, advertised from version 0 while served only from its `served_min`.
+const fn advertise_from_v0(mut entry: Supported) -> Supported {
+    entry.min = 0;
+    entry
+}
+
+/// The advertised table, in ApiVersions order; built at compile time, as every request
+/// looks its API up here.
+pub(crate) const TABLE: &[Supported] = &[
     // librdkafka < 2.11.1 enables gzip/snappy/lz4 only if Produce v0 is advertised, so
     // Kafka 4 still advertises 0 and refuses 0-2 (KAFKA-18659). We do the same.
-    produce.min = 0;
-    vec![
-        produce,
-        clip::<FetchRequest>(ApiKey::Fetch, 4, 12),
-        clip::<ListOffsetsRequest>(ApiKey::ListOffsets, 1, 7),
-        clip::<MetadataRequest>(ApiKey::Metadata, 0, 12),
-        clip::<ApiVersionsRequest>(ApiKey::ApiVersions, 0, 4),
-        clip::<CreateTopicsRequest>(ApiKey::CreateTopics, 2, 7),
-        clip::<DeleteTopicsRequest>(ApiKey::DeleteTopics, 1, 6),
-        clip::<InitProducerIdRequest>(ApiKey::InitProducerId, 0, 4),
-        clip::<OffsetForLeaderEpochRequest>(ApiKey::OffsetForLeaderEpoch, 2, 4),
-        clip::<DescribeConfigsRequest>(ApiKey::DescribeConfigs, 1, 4),
-        clip::<DescribeClusterRequest>(ApiKey::DescribeCluster, 0, 2),
-        clip::<CreatePartitionsRequest>(ApiKey::CreatePartitions, 0, 3),
-        clip::<AlterConfigsRequest>(ApiKey::AlterConfigs, 0, 2),
-        clip::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs, 0, 1),
-        // Consumer groups, classic protocol (KIP-848's ConsumerGroupHeartbeat is not served).
-        clip::<FindCoordinatorRequest>(ApiKey::FindCoordinator, 0, 4),
-        clip::<JoinGroupRequest>(ApiKey::JoinGroup, 0, 9),
-        clip::<SyncGroupRequest>(ApiKey::SyncGroup, 0, 5),
-        clip::<HeartbeatRequest>(ApiKey::Heartbeat, 0, 4),
-        clip::<LeaveGroupRequest>(ApiKey::LeaveGroup, 0, 5),
-        clip::<OffsetCommitRequest>(ApiKey::OffsetCommit, 2, 9),
-        clip::<OffsetFetchRequest>(ApiKey::OffsetFetch, 1, 9),
-        clip::<OffsetDeleteRequest>(ApiKey::OffsetDelete, 0, 0),
-        clip::<ListGroupsRequest>(ApiKey::ListGroups, 0, 5),
-        clip::<DescribeGroupsRequest>(ApiKey::DescribeGroups, 0, 6),
-        clip::<DeleteGroupsRequest>(ApiKey::DeleteGroups, 0, 2),
-    ]
-}
+    advertise_from_v0(clip::<ProduceRequest>(ApiKey::Produce, 3, 12)),
+    clip::<FetchRequest>(ApiKey::Fetch, 4, 12),
+    clip::<ListOffsetsRequest>(ApiKey::ListOffsets, 1, 7),
+    clip::<MetadataRequest>(ApiKey::Metadata, 0, 12),
+    clip::<ApiVersionsRequest>(ApiKey::ApiVersions, 0, 4),
+    clip::<CreateTopicsRequest>(ApiKey::CreateTopics, 2, 7),
+    clip::<DeleteTopicsRequest>(ApiKey::DeleteTopics, 1, 6),
+    clip::<InitProducerIdRequest>(ApiKey::InitProducerId, 0, 4),
+    clip::<OffsetForLeaderEpochRequest>(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    clip::<DescribeConfigsRequest>(ApiKey::DescribeConfigs, 1, 4),
+    clip::<DescribeClusterRequest>(ApiKey::DescribeCluster, 0, 2),
+    clip::<CreatePartitionsRequest>(ApiKey::CreatePartitions, 0, 3),
+    clip::<AlterConfigsRequest>(ApiKey::AlterConfigs, 0, 2),
+    clip::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs, 0, 1),
+    // Consumer groups, classic protocol (KIP-848's ConsumerGroupHeartbeat is not served).
+    clip::<FindCoordinatorRequest>(ApiKey::FindCoordinator, 0, 4),
+    clip::<JoinGroupRequest>(ApiKey::JoinGroup, 0, 9),
+    clip::<SyncGroupRequest>(ApiKey::SyncGroup, 0, 5),
+    clip::<HeartbeatRequest>(ApiKey::Heartbeat, 0, 4),
+    clip::<LeaveGroupRequest>(ApiKey::LeaveGroup, 0, 5),
+    clip::<OffsetCommitRequest>(ApiKey::OffsetCommit, 2, 9),
+    clip::<OffsetFetchRequest>(ApiKey::OffsetFetch, 1, 9),
+    clip::<OffsetDeleteRequest>(ApiKey::OffsetDelete, 0, 0),
+    clip::<ListGroupsRequest>(ApiKey::ListGroups, 0, 5),
+    clip::<DescribeGroupsRequest>(ApiKey::DescribeGroups, 0, 6),
+    clip::<DeleteGroupsRequest>(ApiKey::DeleteGroups, 0, 2),
+];
 
 /// The advertised entry for `key`, if any.
 pub(crate) fn lookup(key: ApiKey) -> Option<Supported> {
-    table().into_iter().find(|entry| entry.key == key)
+    TABLE.iter().find(|entry| entry.key == key).copied()
 }
 
 #[cfg(test)]
@@ -118,7 +121,7 @@ mod tests {
 
     #[test]
     fn every_advertised_api_has_a_guard_walker() {
-        for entry in table() {
+        for entry in TABLE {
             if entry.key == ApiKey::ApiVersions {
                 continue; // decoded directly, before the walker (KIP-511)
             }

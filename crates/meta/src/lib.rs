@@ -370,7 +370,10 @@ mod tests {
 
         let target = tempfile::tempdir().unwrap();
         assert!(install_document(target.path(), b"{\"half\": ").is_err());
-        assert!(read_document(target.path()).unwrap().is_none(), "nothing written");
+        assert!(
+            read_document(target.path()).unwrap().is_none(),
+            "nothing written"
+        );
         install_document(target.path(), &snapshot).unwrap();
         let store = MetaStore::open(target.path(), "cluster-b").unwrap();
         assert_eq!(store.metadata().cluster_id, "cluster-a");

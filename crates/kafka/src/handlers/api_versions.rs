@@ -11,8 +11,8 @@ use crate::connection::{Pending, Reply, encode_reply, ready};
 use crate::versions;
 
 fn advertised() -> Vec<ApiVersion> {
-    let mut table: Vec<ApiVersion> = versions::table()
-        .into_iter()
+    let mut table: Vec<ApiVersion> = versions::TABLE
+        .iter()
         .map(|entry| {
             ApiVersion::default()
                 .with_api_key(entry.key as i16)
