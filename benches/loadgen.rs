@@ -1981,11 +1981,16 @@ fn member_settings(args: &Args, group: &str, from_latest: bool) -> Vec<(String, 
     settings
 }
 
-/// The server's `[groups]` settings for a group-mode run: the initial rebalance delay
-/// asked for, and a session-timeout floor that admits the members' timeout.
+/// The server settings that keep a benchmark of the write and read paths to those paths,
+/// as `config/bench.toml` has them: no tiering (a second copy of every rolled segment on
+/// the same disk). Topics are created with `capacity.mode=unlimited` anyway.
+const BENCH_SERVER_CONFIG: &str = "[tier]\nenabled = false\n";
+
+/// The server's settings for a group-mode run: the initial rebalance delay asked for, and
+/// a session-timeout floor that admits the members' timeout.
 fn group_server_config(args: &Args) -> String {
     format!(
-        "# Written by shardline-bench --mode group.\n[groups]\ninitial_rebalance_delay_ms = {}\nsession_timeout_ms_min = {}\n",
+        "# Written by shardline-bench --mode group.\n{BENCH_SERVER_CONFIG}[groups]\ninitial_rebalance_delay_ms = {}\nsession_timeout_ms_min = {}\n",
         args.initial_rebalance_delay_ms,
         args.session_timeout_ms.min(6000)
     )
@@ -4477,13 +4482,16 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
     } else {
         None
     };
-    // Group and cold modes: a server config file with the settings the run needs.
-    let server_config = match (&args.spawn_server, args.mode) {
-        (Some(_), Mode::Group | Mode::Cold) => {
-            let text = if args.mode == Mode::Cold {
-                cold_server_config(args, s3.as_ref())
-            } else {
-                group_server_config(args)
+    // A server config file with the settings the mode needs.
+    let server_config = match &args.spawn_server {
+        Some(_) => {
+            let text = match args.mode {
+                Mode::Cold => cold_server_config(args, s3.as_ref()),
+                Mode::Group => group_server_config(args),
+                Mode::Produce | Mode::Latency => format!(
+                    "# Written by shardline-bench --mode {}.\n{BENCH_SERVER_CONFIG}",
+                    args.mode.name()
+                ),
             };
             let path = args
                 .data_dir_root
@@ -4492,7 +4500,7 @@ async fn run(args: &Args) -> anyhow::Result<(Value, bool)> {
             report.insert("server_config".into(), json!(text));
             Some(RemoveOnDrop(path))
         }
-        _ => None,
+        None => None,
     };
     let mut server = match &args.spawn_server {
         Some(binary) => {

@@ -148,7 +148,9 @@ pub(crate) async fn handle(
                     .with_partition_responses(partition_responses),
             );
         }
-        tokio::time::sleep_until(hold_until).await;
+        if throttle_ms > 0 {
+            tokio::time::sleep_until(hold_until).await;
+        }
         let response = ProduceResponse::default()
             .with_responses(responses)
             .with_throttle_time_ms(i32::try_from(throttle_ms).unwrap_or(i32::MAX));
