@@ -194,6 +194,8 @@ pub struct TierSection {
     pub allow_http: Option<bool>,
     /// Segments above this size go up as multipart uploads.
     pub multipart_threshold_bytes: u64,
+    /// Size of each part of a multipart upload (5 MiB to 5 GiB, S3's limits).
+    pub multipart_part_bytes: u64,
     /// Size of the blocks cold reads fetch and cache.
     pub block_bytes: u64,
     /// Memory for cached blocks.
@@ -216,6 +218,7 @@ impl Default for TierSection {
             secret_access_key: None,
             allow_http: None,
             multipart_threshold_bytes: defaults.multipart_threshold_bytes,
+            multipart_part_bytes: defaults.multipart_part_bytes,
             block_bytes: defaults.block_bytes,
             cache_bytes_max: defaults.cache_bytes_max,
             readahead_blocks: defaults.readahead_blocks,
@@ -496,6 +499,7 @@ impl ServeConfig {
             tier.s3.secret_access_key = self.tier.secret_access_key.clone();
             tier.s3.allow_http = self.tier.allow_http;
             tier.multipart_threshold_bytes = self.tier.multipart_threshold_bytes;
+            tier.multipart_part_bytes = self.tier.multipart_part_bytes;
             tier.block_bytes = self.tier.block_bytes;
             tier.cache_bytes_max = self.tier.cache_bytes_max;
             tier.readahead_blocks = self.tier.readahead_blocks;
