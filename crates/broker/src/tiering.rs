@@ -321,7 +321,7 @@ impl Broker {
                     .manifest(&shard_key(&stream.info, slot.shard.index))
                     .await
                     .map_err(tier_error)?;
-                let mut pending = manifest.segments.into_iter();
+                let mut pending = manifest.segments.iter().cloned();
                 let mut running = tokio::task::JoinSet::new();
                 loop {
                     while running.len() < SEGMENTS_IN_FLIGHT

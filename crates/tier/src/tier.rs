@@ -315,9 +315,10 @@ impl Tier {
         Ok(())
     }
 
-    /// The shard's manifest; empty when it has none.
-    pub async fn manifest(&self, shard_key: &str) -> Result<Manifest, Error> {
-        Ok(self.inner.manifest(shard_key).await?.as_ref().clone())
+    /// The shard's manifest (the cached copy, shared, not cloned: a year of segments is a
+    /// long list); empty when it has none.
+    pub async fn manifest(&self, shard_key: &str) -> Result<Arc<Manifest>, Error> {
+        self.inner.manifest(shard_key).await
     }
 
     /// Reads whole record batches from the remote segment holding `offset`, starting
