@@ -958,6 +958,12 @@ impl Broker {
         throttle_ms
     }
 
+    /// Whether `stream` has a shard (Kafka partition) `shard`; cheaper than
+    /// [`Broker::stream`], which copies the stream's description.
+    pub fn has_shard(&self, stream: &str, shard: i64) -> bool {
+        self.shard(stream, shard).is_ok()
+    }
+
     /// `(log start offset, high watermark)` of a shard.
     pub fn offsets(&self, stream: &str, shard: i64) -> Result<(u64, u64), Error> {
         let (stream, index) = self.shard(stream, shard)?;

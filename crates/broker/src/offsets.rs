@@ -442,6 +442,15 @@ impl Broker {
         self.inner.offsets.durable().keys().cloned().collect()
     }
 
+    /// Whether `group` has any durable committed offset (without copying them).
+    pub fn has_committed_offsets(&self, group: &str) -> bool {
+        self.inner
+            .offsets
+            .durable()
+            .get(group)
+            .is_some_and(|offsets| !offsets.is_empty())
+    }
+
     /// Durably deletes the offsets of `group` in the given shards. Shards without an offset
     /// are skipped; streams and shards need not exist any more.
     pub async fn delete_committed_offsets(

@@ -212,8 +212,7 @@ impl Coordinator {
 
     /// Whether `group_id` exists: known here, or with committed offsets.
     fn exists(&self, registry: &Registry, group_id: &str) -> bool {
-        registry.groups.contains_key(group_id)
-            || !self.shared.broker.committed_offsets(group_id).is_empty()
+        registry.groups.contains_key(group_id) || self.shared.broker.has_committed_offsets(group_id)
     }
 
     /// JoinGroup. `request.waiter` and `request.fresh_member_id` are filled in here.

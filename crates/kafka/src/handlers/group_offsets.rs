@@ -33,11 +33,7 @@ type TopicAnswers = (TopicName, Vec<(i32, Option<i16>)>);
 
 /// Whether `stream` has a partition `partition`.
 fn partition_exists(context: &Context, stream: &str, partition: i32) -> bool {
-    partition >= 0
-        && context
-            .broker
-            .stream(stream)
-            .is_some_and(|info| (partition as usize) < info.shards.len())
+    context.broker.has_shard(stream, i64::from(partition))
 }
 
 pub(crate) fn offset_commit(
