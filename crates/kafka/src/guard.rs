@@ -166,49 +166,15 @@ impl Reader<'_> {
     }
 }
 
-/// Versions from which each served API uses the flexible (compact) encoding.
-fn flexible_from(key: ApiKey) -> Option<i16> {
-    Some(match key {
-        ApiKey::Produce => 9,
-        ApiKey::Fetch => 12,
-        ApiKey::ListOffsets => 6,
-        ApiKey::Metadata => 9,
-        ApiKey::CreateTopics => 5,
-        ApiKey::DeleteTopics => 4,
-        ApiKey::DescribeConfigs => 4,
-        ApiKey::InitProducerId => 2,
-        ApiKey::OffsetForLeaderEpoch => 4,
-        ApiKey::DescribeCluster => 0,
-        ApiKey::ApiVersions => 3,
-        ApiKey::FindCoordinator => 3,
-        ApiKey::JoinGroup => 6,
-        ApiKey::SyncGroup => 4,
-        ApiKey::Heartbeat => 4,
-        ApiKey::LeaveGroup => 4,
-        ApiKey::OffsetCommit => 8,
-        ApiKey::OffsetFetch => 6,
-        // OffsetDelete has no flexible version.
-        ApiKey::OffsetDelete => i16::MAX,
-        ApiKey::ListGroups => 3,
-        ApiKey::DescribeGroups => 5,
-        ApiKey::DeleteGroups => 2,
-        ApiKey::CreatePartitions => 2,
-        ApiKey::AlterConfigs => 2,
-        ApiKey::IncrementalAlterConfigs => 1,
-        _ => return None,
-    })
-}
-
 /// Walks the body (after the request header) of a `key` request at version `v`.
 /// APIs without a walker here are refused, so a newly served API cannot skip the check.
 pub(crate) fn check(key: ApiKey, v: i16, body: &[u8]) -> Walk {
-    let Some(flexible_version) = flexible_from(key) else {
-        return Err(GuardError::NoWalker);
-    };
     let mut r = Reader {
         bytes: body,
         position: 0,
-        flexible: v >= flexible_version,
+        // Flexible (compact) bodies go with the v2 request header: kafka_protocol's own
+        // per-message table says which versions those are.
+        flexible: key.request_header_version(v) >= 2,
     };
     match key {
         ApiKey::Produce => {
