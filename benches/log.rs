@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shardline_core::batch::build_simple_batch;
 use shardline_log::{LogConfig, ShardLog};
+use shardline_records::build_simple_batch;
 
 const RECORD_BYTES: usize = 1024;
 const RECORDS_PER_BATCH: usize = 16;

@@ -11,7 +11,8 @@ use kafka_protocol::messages::{
     ProduceResponse, ResponseHeader, SaslHandshakeResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use shardline_core::batch::{build_simple_batch, write_crc};
+use shardline_core::batch::write_crc;
+use shardline_records::build_simple_batch;
 use shardline_testkit::{RawClient, TestServer, request_frame};
 
 const CORRUPT_MESSAGE: i16 = 2;
@@ -367,6 +368,90 @@ async fn idempotent_retries_are_not_stored_twice_and_gaps_are_refused() {
         server.broker().offsets("idem", 0).unwrap(),
         (0, 4),
         "4 records, no duplicates"
+    );
+    server.stop().await;
+}
+
+/// Rewrites a batch's record count (and last offset delta, so the header agrees with
+/// itself) and its CRC: a batch that lies consistently.
+fn claiming(mut batch: Vec<u8>, count: i32) -> Vec<u8> {
+    batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    batch[57..61].copy_from_slice(&count.to_be_bytes());
+    write_crc(&mut batch);
+    batch
+}
+
+/// A batch of `records` megabytes of zeros compressed with `codec`: small on the wire,
+/// past the server's decompression limit (32 MiB by default) once inflated.
+fn bomb(codec: shardline_records::Compression, megabytes: usize) -> Vec<u8> {
+    let zeros = Bytes::from(vec![0u8; 1 << 20]);
+    let records: Vec<shardline_records::Record> = (0..megabytes)
+        .map(|_| shardline_records::Record {
+            attributes: 0,
+            timestamp: 1_700_000_000_000,
+            offset_delta: 0,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(zeros.clone()),
+            headers: Vec::new(),
+        })
+        .collect();
+    let spec = shardline_records::BatchSpec {
+        compression: codec,
+        ..Default::default()
+    };
+    shardline_records::encode_batch(&spec, &records).unwrap()
+}
+
+/// The closed-partition path decodes what the client sent; before the records codec,
+/// one lying batch there ended the process (an allocation of the claimed count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_batches_to_a_closed_partition_are_refused_and_nothing_stops() {
+    use shardline_records::Compression;
+    const INVALID_RECORD: i16 = 87;
+    let server = TestServer::start().await;
+    server
+        .broker()
+        .create_stream("closed", 1, Default::default(), false)
+        .await
+        .unwrap();
+    server
+        .broker()
+        .split_shard("closed", 0, 1u128 << 127)
+        .await
+        .unwrap();
+    let addr = server.kafka_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut client = RawClient::connect(addr).unwrap();
+        let lying = claiming(build_simple_batch(1, &[b"x"]), i32::MAX);
+        let gzip = bomb(Compression::Gzip, 40);
+        let zstd = bomb(Compression::Zstd, 40);
+        assert!(
+            gzip.len() < 1 << 20 && zstd.len() < 1 << 20,
+            "bombs fit one batch"
+        );
+        for (correlation_id, hostile) in [(20, lying), (21, gzip), (22, zstd)] {
+            // Each hostile batch shares its request with a good batch for a child.
+            let good = build_simple_batch(1, &[b"neighbour"]);
+            let body = produce_body("closed", vec![(0, hostile), (1, good)]);
+            let answers = produce(&mut client, correlation_id, &body);
+            assert_eq!(answers[0].1, INVALID_RECORD, "request {correlation_id}");
+            assert_eq!(answers[1].1, 0, "the neighbour is stored");
+        }
+        // A well-formed batch to the closed partition is still re-routed.
+        let honest = build_simple_batch(1, &[b"late"]);
+        let answers = produce(&mut client, 23, &produce_body("closed", vec![(0, honest)]));
+        assert_eq!((answers[0].1, answers[0].2), (0, -1));
+        assert_alive(addr);
+    })
+    .await
+    .unwrap();
+    let stored: u64 = [1, 2]
+        .iter()
+        .map(|child| server.broker().offsets("closed", *child).unwrap().1)
+        .sum();
+    assert_eq!(
+        stored, 4,
+        "three neighbours and the re-routed record, nothing else"
     );
     server.stop().await;
 }

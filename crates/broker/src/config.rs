@@ -42,6 +42,10 @@ pub struct BrokerConfig {
     /// Check each batch's CRC again when it is read back from disk (hardware CRC-32C
     /// makes this cheap, and it turns silent disk corruption into a clear error).
     pub verify_crc_on_read: bool,
+    /// Most bytes a compressed batch may inflate to when the engine decodes it (records
+    /// sent to a closed shard are decoded to be re-routed). A batch over it is refused
+    /// whole, having cost at most this much memory.
+    pub decompressed_batch_bytes_max: usize,
     /// UpdateShardCount may change the open shard count by at most this factor up or down
     /// (Kinesis: 2).
     pub scaling_factor_max: u32,
@@ -58,6 +62,11 @@ pub struct BrokerConfig {
     /// past local retention deleted).
     pub tier_upload_interval_ms: u64,
 }
+
+/// Default of [`BrokerConfig::decompressed_batch_bytes_max`]: 32 MiB, 32 times a
+/// default-sized (1 MiB) batch, well past what real producers' codecs achieve on
+/// records, while bounding what one hostile batch can make the server allocate.
+pub const DECOMPRESSED_BATCH_BYTES_MAX_DEFAULT: usize = 32 << 20;
 
 /// Automatic scaling of `capacity.mode = on_demand` streams: every window, a shard whose
 /// writes used at least `hot_percent` of its limit is split, and two adjacent shards that
@@ -101,6 +110,7 @@ impl BrokerConfig {
             stream_defaults: StreamConfig::default(),
             shard_queue_depth: 1024,
             verify_crc_on_read: true,
+            decompressed_batch_bytes_max: DECOMPRESSED_BATCH_BYTES_MAX_DEFAULT,
             scaling_factor_max: 2,
             scalings_per_day_max: 10,
             retention_check_interval_ms: 60_000,

@@ -2,6 +2,7 @@
 //! codes, Kinesis exception names); the engine never knows either.
 
 use shardline_core::{BatchError, StreamNameError};
+use shardline_records::RecordsError;
 
 /// What went wrong, in terms a front can map to its protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,11 @@ pub enum Error {
     /// See [`ErrorKind::InvalidBatch`].
     #[error("record batch rejected: {0}")]
     InvalidBatch(String),
+    /// The records inside a batch the engine decoded are bad (count, lengths, codec, or
+    /// inflating past [`BrokerConfig::decompressed_batch_bytes_max`](crate::BrokerConfig)):
+    /// [`ErrorKind::InvalidBatch`], or [`ErrorKind::CorruptBatch`] for a bad header.
+    #[error("record batch rejected: {0}")]
+    Records(#[from] RecordsError),
     /// See [`ErrorKind::BatchTooLarge`].
     #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
     BatchTooLarge {
@@ -216,6 +222,16 @@ pub enum Error {
     Internal(String),
 }
 
+fn batch_kind(error: &BatchError) -> ErrorKind {
+    match error {
+        BatchError::CrcMismatch { .. }
+        | BatchError::Incomplete { .. }
+        | BatchError::LengthTooSmall(_)
+        | BatchError::CountMismatch { .. } => ErrorKind::CorruptBatch,
+        BatchError::UnsupportedMagic(_) => ErrorKind::InvalidBatch,
+    }
+}
+
 impl Error {
     /// The protocol-neutral category of this error.
     pub fn kind(&self) -> ErrorKind {
@@ -226,13 +242,8 @@ impl Error {
             Error::InvalidStreamName(_) => ErrorKind::InvalidStreamName,
             Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
             Error::InvalidShardCount { .. } => ErrorKind::InvalidShardCount,
-            Error::Batch(BatchError::CrcMismatch { .. })
-            | Error::Batch(BatchError::Incomplete { .. })
-            | Error::Batch(BatchError::LengthTooSmall(_))
-            | Error::Batch(BatchError::CountMismatch { .. }) => ErrorKind::CorruptBatch,
-            Error::Batch(BatchError::UnsupportedMagic(_)) | Error::InvalidBatch(_) => {
-                ErrorKind::InvalidBatch
-            }
+            Error::Batch(error) | Error::Records(RecordsError::Batch(error)) => batch_kind(error),
+            Error::InvalidBatch(_) | Error::Records(_) => ErrorKind::InvalidBatch,
             Error::BatchTooLarge { .. }
             | Error::OffsetCommitTooLarge { .. }
             | Error::Log(shardline_log::Error::BatchTooLarge { .. }) => ErrorKind::BatchTooLarge,

@@ -21,12 +21,13 @@ mod error;
 mod manage;
 mod offsets;
 mod producer;
+mod reroute;
 mod shard;
 mod tiering;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,12 +41,14 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use config::{
-    BrokerConfig, CapacityMode, ConfigEntry, FlushPolicy, MAX_MESSAGE_BYTES_DEFAULT,
-    MAX_MESSAGE_BYTES_MAX, OnDemandConfig, RETENTION_MS_MAX, RETENTION_MS_MIN, StreamConfig,
+    BrokerConfig, CapacityMode, ConfigEntry, DECOMPRESSED_BATCH_BYTES_MAX_DEFAULT, FlushPolicy,
+    MAX_MESSAGE_BYTES_DEFAULT, MAX_MESSAGE_BYTES_MAX, OnDemandConfig, RETENTION_MS_MAX,
+    RETENTION_MS_MIN, StreamConfig,
 };
 pub use error::{Error, ErrorKind};
-pub use manage::{Rerouted, RetentionReport};
+pub use manage::RetentionReport;
 pub use offsets::{CommittedOffset, GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
+pub use reroute::Rerouted;
 pub use shard::AppendOutcome;
 pub use shardline_meta::document_path as metadata_document_path;
 pub use tiering::{RemoteStorage, ShardStorage, TierBacklog, VerifyProgress};
@@ -217,6 +220,9 @@ struct Inner {
     appended_bytes: AtomicU64,
     throttled_writes: AtomicU64,
     throttled_reads: AtomicU64,
+    /// Whose turn it is among a stream's open shards for the next keyless batch sent to a
+    /// closed shard.
+    keyless_turn: AtomicUsize,
     /// Streams with a change under way (reshard, retention change: UPDATING; delete:
     /// DELETING). Kinesis answers ResourceInUse to a second change meanwhile.
     busy: Mutex<BTreeMap<String, StreamStatus>>,
@@ -332,6 +338,7 @@ impl Broker {
                 appended_bytes: AtomicU64::new(0),
                 throttled_writes: AtomicU64::new(0),
                 throttled_reads: AtomicU64::new(0),
+                keyless_turn: AtomicUsize::new(0),
                 busy: Mutex::new(BTreeMap::new()),
                 tier,
                 snapshots: Mutex::new(tiering::Snapshots::default()),
@@ -433,6 +440,15 @@ impl Broker {
             queue: Mutex::new(queue),
             writer: Mutex::new(writer),
         })
+    }
+
+    /// Gives an open shard whose writer was stopped a new queue and writer: how a close
+    /// that could not be saved is undone.
+    fn restart_writer(&self, slot: &ShardSlot) {
+        let (sender, receiver) = mpsc::channel(self.inner.config.shard_queue_depth);
+        let writer = tokio::spawn(shard::run_writer(Arc::clone(&slot.shard), receiver));
+        *lock(&slot.queue) = Some(sender);
+        *lock(&slot.writer) = Some(writer);
     }
 
     /// Runs `pass` every `interval_ms` (with the milliseconds since the previous pass)
@@ -657,10 +673,11 @@ impl Broker {
             &dir,
             &tiering::RemoteRanges::default(),
         )?;
-        meta.metadata_mut()
-            .streams
-            .insert(info.name.clone(), stream_record(info));
-        meta.save()?;
+        meta.update(|metadata| {
+            metadata
+                .streams
+                .insert(info.name.clone(), stream_record(info))
+        })?;
         Ok((dir, shards))
     }
 
@@ -676,16 +693,10 @@ impl Broker {
         let broker = self.clone();
         let removing = name.to_owned();
         let saved = tokio::task::spawn_blocking(move || {
-            let mut meta = lock(&broker.inner.meta);
-            let record = meta.metadata_mut().streams.remove(&removing);
-            let saved = meta.save();
-            if saved.is_err()
-                && let Some(record) = record
-            {
-                // Not deleted after all: memory must keep agreeing with the disk.
-                meta.metadata_mut().streams.insert(removing, record);
-            }
-            saved
+            // On failure the document in memory keeps the stream, as the disk does.
+            lock(&broker.inner.meta)
+                .update(|metadata| metadata.streams.remove(&removing))
+                .map(drop)
         })
         .await
         .map_err(|error| Error::Internal(format!("delete task failed: {error}")))
@@ -872,7 +883,7 @@ impl Broker {
     /// means a reshard (or a delete) is closing the shard under the admin lock, while the
     /// published layout still shows it open; waiting for the lock means the caller's next
     /// `route` sees the children, so callers never need to poll for the layout.
-    /// (`append_rerouted` appends while holding that lock, but only to children it found
+    /// (`store_rerouted` appends while holding that lock, but only to children it found
     /// open under it, whose queues nothing else can close meanwhile, so it never gets here.)
     async fn closed_queue(&self, stream: &str, shard: u32) -> Error {
         if self.inner.shutting_down.load(Ordering::Acquire) {
@@ -1137,6 +1148,11 @@ fn open_shards(
         .collect()
 }
 
+/// The directory of shard `index` under its stream's directory.
+fn shard_dir(stream_dir: &Path, index: u32) -> PathBuf {
+    stream_dir.join(format!("{index:06}"))
+}
+
 /// Opens (creating if new) the log of one shard of `info`, recovering it if needed.
 fn open_shard(
     config: &BrokerConfig,
@@ -1146,9 +1162,8 @@ fn open_shard(
     first_offset: u64,
 ) -> Result<Shard, Error> {
     let now = now_ms();
-    let shard_dir = dir.join(format!("{:06}", shard.index));
     let log = ShardLog::open_starting_at(
-        &shard_dir,
+        &shard_dir(dir, shard.index),
         log_config(config, &info.config),
         now,
         first_offset,

@@ -14,28 +14,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use shardline_core::batch::BatchHeader;
 use shardline_core::reshard;
 use shardline_core::{HashKey, HashKeyRange};
 use tracing::{info, warn};
 
 use crate::{
-    Broker, CapacityMode, Error, PendingAppend, ShardInfo, ShardSlot, Stream, StreamConfig,
-    StreamInfo, lock, now_ms, open_shard, stream_record,
+    Broker, CapacityMode, Error, ShardInfo, ShardSlot, Stream, StreamConfig, StreamInfo, lock,
+    now_ms, open_shard, shard_dir, stream_record,
 };
 
 /// A rolling day, for the scaling-rate limit.
 const DAY_MS: i64 = 24 * 3600 * 1000;
-
-/// The result of [`Broker::append_rerouted`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rerouted {
-    /// A retry of a batch already re-routed: nothing new was stored.
-    pub duplicate: bool,
-    /// How long to hold the answer for the children's write limits.
-    pub throttle_ms: u64,
-}
 
 /// What a retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,7 +43,7 @@ pub(crate) fn over_by_at_least(over: Option<u64>, size: u64) -> bool {
 }
 
 impl Broker {
-    fn current(&self, name: &str) -> Result<Arc<Stream>, Error> {
+    pub(crate) fn current(&self, name: &str) -> Result<Arc<Stream>, Error> {
         self.streams_ref()
             .get(name)
             .cloned()
@@ -71,11 +60,9 @@ impl Broker {
         let record = stream_record(&info);
         let broker = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut meta = lock(&broker.inner.meta);
-            meta.metadata_mut()
-                .streams
-                .insert(record.name.clone(), record);
-            meta.save()
+            lock(&broker.inner.meta)
+                .update(|metadata| metadata.streams.insert(record.name.clone(), record))
+                .map(drop)
         })
         .await
         .map_err(|error| Error::Internal(format!("metadata task failed: {error}")))??;
@@ -105,81 +92,6 @@ impl Broker {
                     stream.info.name
                 ))
             })
-    }
-
-    /// Stores the records a client sent to closed shard `closed_shard` in the open shards
-    /// that own them now: `parts` pairs each child's index with a batch of the records
-    /// routed to it (built by the front, without producer ids, since the child has its own
-    /// sequences). An idempotent producer's retry of the original batch is recognised
-    /// against the closed shard's producer state and stores nothing twice.
-    ///
-    /// The children are checked and the parts queued under the admin lock, so a reshard
-    /// cannot close a child between the check and the queueing: either every part is
-    /// queued, or nothing is and [`Error::RerouteStale`] asks the caller to route again.
-    /// (A child closed after its part was queued still stores that part: closing drains
-    /// the queue.) Only a storage failure after queueing can leave some parts stored and
-    /// others not; a retry then stores those parts again.
-    pub async fn append_rerouted(
-        &self,
-        stream: &str,
-        closed_shard: u32,
-        original: &BatchHeader,
-        parts: Vec<(u32, BytesMut)>,
-    ) -> Result<Rerouted, Error> {
-        self.check_running()?;
-        let current = self.current(stream)?;
-        let slot = current
-            .shards
-            .get(closed_shard as usize)
-            .cloned()
-            .ok_or_else(|| Error::UnknownShard {
-                stream: stream.to_owned(),
-                shard: i64::from(closed_shard),
-            })?;
-        let _serial = slot.shard.reroute.lock().await;
-        if slot
-            .shard
-            .check_rerouted(original)
-            .admit(original.producer_id)?
-            .is_some()
-        {
-            return Ok(Rerouted {
-                duplicate: true,
-                throttle_ms: 0,
-            });
-        }
-        let admin = self.inner.admin.lock().await;
-        let now_current = self.current(stream)?;
-        if let Some((child, _)) = parts.iter().find(|(child, _)| {
-            !now_current
-                .info
-                .shards
-                .get(*child as usize)
-                .is_some_and(ShardInfo::is_open)
-        }) {
-            return Err(Error::RerouteStale {
-                stream: stream.to_owned(),
-                shard: *child,
-            });
-        }
-        let mut pending = Vec::with_capacity(parts.len());
-        for (child, batch) in parts {
-            pending.push(self.append(stream, i64::from(child), batch).await?);
-        }
-        drop(admin);
-        let throttle_ms = pending
-            .iter()
-            .map(PendingAppend::throttle_ms)
-            .max()
-            .unwrap_or(0);
-        for append in pending {
-            append.wait().await?;
-        }
-        slot.shard.record_rerouted(original);
-        Ok(Rerouted {
-            duplicate: false,
-            throttle_ms,
-        })
     }
 
     /// The open shards of `stream`, in hash-key order.
@@ -215,12 +127,13 @@ impl Broker {
             return Ok(info);
         }
         let now = now_ms();
-        for slot in &current.shards {
-            slot.shard.set_limits(&config, now);
-        }
         let stream = self
             .publish(info, current.dir.clone(), current.shards.clone())
             .await?;
+        // Only once saved: a failed save leaves the old limits in force, as on disk.
+        for slot in &current.shards {
+            slot.shard.set_limits(&config, now);
+        }
         info!(stream = name, "stream settings changed");
         Ok(stream.info.clone())
     }
@@ -450,6 +363,11 @@ impl Broker {
     /// Closes `parents`, creates `plan`'s children with the next free indexes, saves and
     /// publishes the new layout. Returns the children's indexes. `internal` steps of a
     /// uniform scaling skip nothing but the log line.
+    ///
+    /// All or nothing: the children are opened before any parent is touched, and if the
+    /// new layout cannot be saved the parents get their writers back and the children
+    /// are removed, so memory and disk keep the old layout and every shard it shows open
+    /// takes appends.
     async fn reshard(
         &self,
         current: &Arc<Stream>,
@@ -459,6 +377,26 @@ impl Broker {
     ) -> Result<Vec<u32>, Error> {
         let now = now_ms();
         let mut info = current.info.clone();
+        let first_index = info.shards.len() as u32;
+        let mut children = Vec::with_capacity(plan.len());
+        for (offset, child) in plan.into_iter().enumerate() {
+            let index = first_index + offset as u32;
+            info.shards.push(ShardInfo {
+                index,
+                range: child.range,
+                parent: Some(child.parent),
+                adjacent_parent: child.adjacent_parent,
+                created_ms: now,
+                closed_ms: None,
+                ending_offset: None,
+            });
+            children.push(index);
+        }
+        let opened = self.open_children(&info, &current.dir, &children).await?;
+        let mut slots = current.shards.clone();
+        for shard in opened {
+            slots.push(self.start_shard(shard, &info));
+        }
         // Close the parents: no more appends, drain what is queued, note where they end.
         for parent in parents {
             let slot = Arc::clone(&current.shards[*parent as usize]);
@@ -479,51 +417,97 @@ impl Broker {
                 }
                 log.next_offset()
             })
-            .await
-            .map_err(|error| Error::Internal(format!("close task failed: {error}")))?;
+            .await;
+            let ending = match ending {
+                Ok(ending) => ending,
+                Err(error) => {
+                    self.undo_reshard(current, parents, &slots, &children).await;
+                    return Err(Error::Internal(format!("close task failed: {error}")));
+                }
+            };
             let record = &mut info.shards[*parent as usize];
             record.ending_offset = Some(ending);
             record.closed_ms = Some(now);
         }
-        let first_index = info.shards.len() as u32;
-        let mut children = Vec::with_capacity(plan.len());
-        for (offset, child) in plan.into_iter().enumerate() {
-            let index = first_index + offset as u32;
-            info.shards.push(ShardInfo {
-                index,
-                range: child.range,
-                parent: Some(child.parent),
-                adjacent_parent: child.adjacent_parent,
-                created_ms: now,
-                closed_ms: None,
-                ending_offset: None,
-            });
-            children.push(index);
-        }
-        let config = self.inner.config.clone();
-        let opening = info.clone();
-        let dir = current.dir.clone();
-        let child_indexes = children.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            child_indexes
-                .iter()
-                .map(|index| {
-                    open_shard(&config, &opening, &dir, &opening.shards[*index as usize], 0)
-                })
-                .collect::<Result<Vec<_>, Error>>()
-        })
-        .await
-        .map_err(|error| Error::Internal(format!("open task failed: {error}")))??;
-        let mut slots = current.shards.clone();
-        for shard in opened {
-            slots.push(self.start_shard(shard, &info));
-        }
         let name = info.name.clone();
-        self.publish(info, current.dir.clone(), slots).await?;
+        if let Err(error) = self.publish(info, current.dir.clone(), slots.clone()).await {
+            warn!(stream = %name, %error, "reshard could not be saved; the old layout stays");
+            self.undo_reshard(current, parents, &slots, &children).await;
+            return Err(error);
+        }
         if !internal {
             info!(stream = %name, parents = ?parents, children = ?children, "resharded");
         }
         Ok(children)
+    }
+
+    /// Opens the logs of new shards `children` of `info`. If one fails, the ones already
+    /// made are removed again and nothing is left behind.
+    async fn open_children(
+        &self,
+        info: &StreamInfo,
+        dir: &std::path::Path,
+        children: &[u32],
+    ) -> Result<Vec<crate::shard::Shard>, Error> {
+        let config = self.inner.config.clone();
+        let opening = info.clone();
+        let dir = dir.to_path_buf();
+        let children = children.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut opened = Vec::with_capacity(children.len());
+            for index in &children {
+                match open_shard(&config, &opening, &dir, &opening.shards[*index as usize], 0) {
+                    Ok(shard) => opened.push(shard),
+                    Err(error) => {
+                        drop(opened);
+                        for index in &children {
+                            remove_shard_dir(&dir, *index);
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(opened)
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("open task failed: {error}")))?
+    }
+
+    /// Undoes a reshard that could not be saved: the parents take appends again and the
+    /// children's writers and directories go.
+    async fn undo_reshard(
+        &self,
+        current: &Arc<Stream>,
+        parents: &[u32],
+        slots: &[Arc<ShardSlot>],
+        children: &[u32],
+    ) {
+        for parent in parents {
+            let slot = &current.shards[*parent as usize];
+            if lock(&slot.queue).is_none() {
+                self.restart_writer(slot);
+            }
+        }
+        for child in children {
+            let Some(slot) = slots.get(*child as usize) else {
+                continue;
+            };
+            drop(lock(&slot.queue).take());
+            let writer = lock(&slot.writer).take();
+            if let Some(writer) = writer {
+                let _ = writer.await;
+            }
+        }
+        let dir = current.dir.clone();
+        let children = children.to_vec();
+        // Unlinking files that are still open is fine; the children's last handles (in
+        // the caller's `slots`) go when the reshard returns.
+        let _ = tokio::task::spawn_blocking(move || {
+            for child in children {
+                remove_shard_dir(&dir, child);
+            }
+        })
+        .await;
     }
 
     /// Deletes every whole segment whose newest record is older than its stream's
@@ -722,6 +706,17 @@ struct Child {
 }
 
 /// The open shards of `stream`, in hash-key order.
+/// Removes a shard directory made for a reshard that did not happen (best effort: an
+/// empty leftover would only be opened again by the next reshard taking that index).
+fn remove_shard_dir(stream_dir: &std::path::Path, index: u32) {
+    let dir = shard_dir(stream_dir, index);
+    if let Err(error) = std::fs::remove_dir_all(&dir)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(%error, dir = %dir.display(), "could not remove an abandoned shard directory");
+    }
+}
+
 fn open_by_range(stream: &Stream) -> Vec<ShardInfo> {
     let mut open: Vec<ShardInfo> = stream
         .info

@@ -15,16 +15,14 @@
 //!     51     2  producer_epoch
 //!     53     4  base_sequence
 //!     57     4  record_count
-//!     61     …  records (compressed or not; never touched by Shardline)
+//!     61     …  records (compressed or not; the log never looks inside)
 //! ```
 //!
 //! All integers are big-endian. Parsing never allocates, and "the buffer ends before the
 //! batch does" is reported as [`BatchError::Incomplete`] so that callers reading a log
 //! tail can tell a torn write from corruption.
 //!
-//! [`build_batch`] goes the other way for records that do not arrive as Kafka batches
-//! (Kinesis puts): it encodes keyed records into an uncompressed batch the log and every
-//! Kafka consumer accept.
+//! What is inside the records section (records, codecs) is `shardline-records`' business.
 
 /// Bytes before `batch_length` counts: base offset (8) and the length itself (4).
 pub const LOG_OVERHEAD: usize = 12;
@@ -333,164 +331,35 @@ impl Iterator for Batches<'_> {
     }
 }
 
-/// A record header (Kafka's `Header`): a UTF-8 key and a value that may be null.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordHeader<'a> {
-    /// Header key.
-    pub key: &'a str,
-    /// Header value; `None` is Kafka's null.
-    pub value: Option<&'a [u8]>,
-}
-
-/// One record for [`build_batch`]. `None` key or value is Kafka's null (a null value is a
-/// tombstone to Kafka consumers).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NewRecord<'a> {
-    /// Record key.
-    pub key: Option<&'a [u8]>,
-    /// Record value.
-    pub value: Option<&'a [u8]>,
-    /// Record headers, in order.
-    pub headers: &'a [RecordHeader<'a>],
-}
-
-/// Bytes of a zigzag varint.
-fn varint_len(value: i64) -> usize {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    let mut len = 1;
-    while zigzag >= 0x80 {
-        zigzag >>= 7;
-        len += 1;
-    }
-    len
-}
-
-/// Bytes of a nullable byte string with its varint length (-1 for null).
-fn nullable_len(bytes: Option<&[u8]>) -> usize {
-    match bytes {
-        Some(bytes) => varint_len(bytes.len() as i64) + bytes.len(),
-        None => varint_len(-1),
-    }
-}
-
-/// Bytes of a record's body: everything after its own length varint.
-fn record_body_len(record: &NewRecord<'_>, offset_delta: i32) -> usize {
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|header| {
-            varint_len(header.key.len() as i64) + header.key.len() + nullable_len(header.value)
-        })
-        .sum();
-    1 // attributes
-        + varint_len(0) // timestamp delta
-        + varint_len(i64::from(offset_delta))
-        + nullable_len(record.key)
-        + nullable_len(record.value)
-        + varint_len(record.headers.len() as i64)
-        + headers
-}
-
-/// Bytes `record` takes in a batch built by [`build_batch`] at `offset_delta` (its index
-/// in the batch), length prefix included. Lets callers size batches before building them.
-pub fn record_len(record: &NewRecord<'_>, offset_delta: i32) -> usize {
-    let body = record_body_len(record, offset_delta);
-    varint_len(body as i64) + body
-}
-
-/// Bytes of the batch [`build_batch`] makes of `records`.
-pub fn batch_len(records: &[NewRecord<'_>]) -> usize {
-    HEADER_LEN
-        + records
-            .iter()
-            .enumerate()
-            .map(|(delta, record)| record_len(record, delta as i32))
-            .sum::<usize>()
-}
-
-/// Builds a valid uncompressed v2 batch of `records` (offset deltas 0..n, every record
-/// stamped with CreateTime `timestamp_ms`, no producer id, base offset 0 for the broker to
-/// assign). This is how the server turns records that did not arrive as Kafka batches
-/// (Kinesis puts) into what the log stores.
-///
-/// `records` should not be empty: Kafka has no empty batches, and
-/// [`BatchHeader::parse_and_verify`] refuses the one this would build.
-pub fn build_batch(timestamp_ms: i64, records: &[NewRecord<'_>]) -> Vec<u8> {
-    let total = batch_len(records);
-    let mut batch = Vec::with_capacity(total);
-    batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    batch.extend_from_slice(&((total - LOG_OVERHEAD) as i32).to_be_bytes());
-    batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
-    batch.push(MAGIC_V2 as u8);
-    batch.extend_from_slice(&[0u8; 4]); // crc, written below
-    batch.extend_from_slice(&0i16.to_be_bytes()); // attributes: no codec, CreateTime
-    let count = records.len() as i32;
-    batch.extend_from_slice(&(count - 1).max(0).to_be_bytes());
-    batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // base timestamp
-    batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // max timestamp
-    batch.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    batch.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    batch.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    batch.extend_from_slice(&count.to_be_bytes());
-    for (delta, record) in records.iter().enumerate() {
-        let delta = delta as i32;
-        put_varint(&mut batch, record_body_len(record, delta) as i64);
-        batch.push(0); // attributes
-        put_varint(&mut batch, 0); // timestamp delta
-        put_varint(&mut batch, i64::from(delta));
-        put_nullable(&mut batch, record.key);
-        put_nullable(&mut batch, record.value);
-        put_varint(&mut batch, record.headers.len() as i64);
-        for header in record.headers {
-            put_varint(&mut batch, header.key.len() as i64);
-            batch.extend_from_slice(header.key.as_bytes());
-            put_nullable(&mut batch, header.value);
-        }
-    }
-    debug_assert_eq!(batch.len(), total, "batch_len disagrees with build_batch");
-    write_crc(&mut batch);
-    batch
-}
-
-/// Test and tooling helper: builds a valid uncompressed v2 batch of `values` with
-/// CreateTime `timestamp_ms`, no keys and no headers.
-pub fn build_simple_batch(timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
-    let records: Vec<NewRecord<'_>> = values
-        .iter()
-        .map(|value| NewRecord {
-            value: Some(value),
-            ..NewRecord::default()
-        })
-        .collect();
-    build_batch(timestamp_ms, &records)
-}
-
-fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        Some(bytes) => {
-            put_varint(out, bytes.len() as i64);
-            out.extend_from_slice(bytes);
-        }
-        None => put_varint(out, -1),
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        if zigzag < 0x80 {
-            out.push(zigzag as u8);
-            return;
-        }
-        out.push((zigzag as u8 & 0x7f) | 0x80);
-        zigzag >>= 7;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A batch whose header is valid and whose records section is just `values` end to
+    /// end: enough for header tests, which never look inside records (real record
+    /// encoding is `shardline-records`, which depends on this crate).
+    fn build_simple_batch(timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
+        let section: usize = values.iter().map(|value| value.len()).sum();
+        let mut batch = vec![0u8; HEADER_LEN + section];
+        let count = values.len() as i32;
+        batch[8..12].copy_from_slice(&((HEADER_LEN + section - LOG_OVERHEAD) as i32).to_be_bytes());
+        batch[16] = MAGIC_V2 as u8;
+        batch[23..27].copy_from_slice(&(count - 1).max(0).to_be_bytes());
+        batch[27..35].copy_from_slice(&timestamp_ms.to_be_bytes());
+        batch[35..43].copy_from_slice(&timestamp_ms.to_be_bytes());
+        batch[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+        batch[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+        batch[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        batch[57..61].copy_from_slice(&count.to_be_bytes());
+        let mut at = HEADER_LEN;
+        for value in values {
+            batch[at..at + value.len()].copy_from_slice(value);
+            at += value.len();
+        }
+        write_crc(&mut batch);
+        batch
+    }
 
     #[test]
     fn simple_batch_parses_and_verifies() {
@@ -547,162 +416,7 @@ mod tests {
         assert_eq!(header.last_sequence(), 0);
     }
 
-    /// One record decoded back from an uncompressed batch: key, value, headers.
-    type Decoded = (
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<(String, Option<Vec<u8>>)>,
-    );
-
-    /// Reads a zigzag varint at `*at`, advancing it.
-    fn get_varint(bytes: &[u8], at: &mut usize) -> i64 {
-        let mut raw = 0u64;
-        let mut shift = 0;
-        loop {
-            let byte = bytes[*at];
-            *at += 1;
-            raw |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return (raw >> 1) as i64 ^ -((raw & 1) as i64);
-            }
-            shift += 7;
-        }
-    }
-
-    fn get_nullable(bytes: &[u8], at: &mut usize) -> Option<Vec<u8>> {
-        let len = get_varint(bytes, at);
-        (len >= 0).then(|| {
-            let value = bytes[*at..*at + len as usize].to_vec();
-            *at += len as usize;
-            value
-        })
-    }
-
-    /// Decodes the records of an uncompressed batch, checking offset deltas and framing.
-    fn decode_records(batch: &[u8]) -> Vec<Decoded> {
-        let header = BatchHeader::parse_and_verify(batch).unwrap();
-        let mut at = HEADER_LEN;
-        let mut records = Vec::new();
-        for delta in 0..header.record_count {
-            let len = get_varint(batch, &mut at) as usize;
-            let end = at + len;
-            assert_eq!(batch[at], 0, "record attributes");
-            at += 1;
-            assert_eq!(get_varint(batch, &mut at), 0, "timestamp delta");
-            assert_eq!(get_varint(batch, &mut at), i64::from(delta), "offset delta");
-            let key = get_nullable(batch, &mut at);
-            let value = get_nullable(batch, &mut at);
-            let headers = (0..get_varint(batch, &mut at))
-                .map(|_| {
-                    let key = get_nullable(batch, &mut at).unwrap();
-                    (
-                        String::from_utf8(key).unwrap(),
-                        get_nullable(batch, &mut at),
-                    )
-                })
-                .collect();
-            assert_eq!(at, end, "record length prefix");
-            records.push((key, value, headers));
-        }
-        assert_eq!(at, batch.len(), "trailing bytes after the last record");
-        records
-    }
-
-    #[test]
-    fn keyed_batch_round_trips_keys_values_and_headers() {
-        let headers = [
-            RecordHeader {
-                key: "trace",
-                value: Some(b"abc"),
-            },
-            RecordHeader {
-                key: "empty",
-                value: None,
-            },
-        ];
-        let records = [
-            NewRecord {
-                key: Some(b"partition-key"),
-                value: Some(&[7u8; 300]),
-                headers: &headers,
-            },
-            NewRecord {
-                key: None,
-                value: None,
-                headers: &[],
-            },
-        ];
-        let batch = build_batch(1_700_000_000_123, &records);
-        let header = BatchHeader::parse_and_verify(&batch).unwrap();
-        assert_eq!(header.record_count, 2);
-        assert_eq!(header.base_timestamp, 1_700_000_000_123);
-        assert!(!header.has_producer_id());
-        assert!(!header.is_log_append_time());
-        assert_eq!(batch.len(), batch_len(&records));
-        let decoded = decode_records(&batch);
-        assert_eq!(decoded[0].0.as_deref(), Some(&b"partition-key"[..]));
-        assert_eq!(decoded[0].1.as_deref(), Some(&[7u8; 300][..]));
-        assert_eq!(
-            decoded[0].2,
-            vec![
-                ("trace".to_owned(), Some(b"abc".to_vec())),
-                ("empty".to_owned(), None)
-            ]
-        );
-        assert_eq!(decoded[1], (None, None, Vec::new()));
-    }
-
-    #[test]
-    fn varint_lengths_match_the_encoder() {
-        for value in [0, 1, -1, 63, 64, -64, -65, 8191, 8192, i64::MAX, i64::MIN] {
-            let mut out = Vec::new();
-            put_varint(&mut out, value);
-            assert_eq!(varint_len(value), out.len(), "{value}");
-        }
-    }
-
-    fn arbitrary_record() -> impl Strategy<Value = Decoded> {
-        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300));
-        (
-            bytes(),
-            bytes(),
-            proptest::collection::vec(("[a-z]{0,12}", bytes()), 0..3),
-        )
-    }
-
     proptest! {
-        #[test]
-        fn built_batches_verify_and_hold_what_was_put(
-            timestamp_ms in any::<i64>(),
-            owned in proptest::collection::vec(arbitrary_record(), 1..200),
-        ) {
-            let headers: Vec<Vec<RecordHeader<'_>>> = owned
-                .iter()
-                .map(|(_, _, headers)| {
-                    headers
-                        .iter()
-                        .map(|(key, value)| RecordHeader { key, value: value.as_deref() })
-                        .collect()
-                })
-                .collect();
-            let records: Vec<NewRecord<'_>> = owned
-                .iter()
-                .zip(&headers)
-                .map(|((key, value, _), headers)| NewRecord {
-                    key: key.as_deref(),
-                    value: value.as_deref(),
-                    headers,
-                })
-                .collect();
-            let batch = build_batch(timestamp_ms, &records);
-            let header = BatchHeader::parse_and_verify(&batch).unwrap();
-            prop_assert_eq!(header.record_count as usize, records.len());
-            prop_assert_eq!(header.total_len(), batch.len());
-            prop_assert_eq!(batch_len(&records), batch.len());
-            prop_assert_eq!(header.max_timestamp, timestamp_ms);
-            prop_assert_eq!(decode_records(&batch), owned);
-        }
-
         #[test]
         fn every_truncation_is_incomplete_never_a_panic(cut in 0usize..200) {
             let batch = build_simple_batch(42, &[b"hello", b"world", &[7u8; 64]]);

@@ -9,8 +9,8 @@
 //! - [`ids`]: stream names and shard ids (`shardId-000000000007`).
 //! - [`batch`]: the Kafka v2 record-batch header (61 bytes), its CRC-32C, and walking a
 //!   buffer of concatenated batches. The log stores batches verbatim; this module is the
-//!   one place that knows where the offsets, lengths and checksum live. It also builds
-//!   uncompressed keyed batches for records that arrive through the Kinesis API.
+//!   one place that knows where the offsets, lengths and checksum live (records inside
+//!   a batch are `shardline-records`).
 //! - [`reshard`]: which splits and merges Kinesis allows, and the children's ranges.
 //! - [`sequence`]: Kinesis sequence numbers derived from (shard, offset) and back.
 //! - [`throttle`]: token buckets for per-shard limits, refusing or delaying.

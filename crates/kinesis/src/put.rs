@@ -25,9 +25,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use shardline_broker::{ErrorKind, PendingAppend, StreamInfo, now_ms};
-use shardline_core::batch::{self, HEADER_LEN, LOG_OVERHEAD, NewRecord};
+use shardline_core::batch::{HEADER_LEN, LOG_OVERHEAD};
 use shardline_core::sequence::SequenceNumber;
 use shardline_core::{HashKey, ShardId};
+use shardline_records::NewRecord;
 use tracing::{debug, warn};
 
 use crate::model::{
@@ -175,7 +176,7 @@ fn check_sizes(
     violations.finish()?;
     let batch_max = stream.config.max_message_bytes as usize;
     for record in records {
-        let batch_bytes = batch::batch_len(&[record.as_new_record()]);
+        let batch_bytes = shardline_records::batch_len(&[record.as_new_record()]);
         if batch_bytes > batch_max {
             return Err(ApiError::invalid_argument(format!(
                 "A record of {} bytes (data plus partition key) takes {batch_bytes} bytes as a record batch, more than the max.message.bytes ({batch_max}) of stream {}.",
@@ -205,7 +206,10 @@ fn stream_of(
 fn batch_of<'a>(records: impl Iterator<Item = &'a Record>, timestamp_ms: i64) -> BytesMut {
     let parts: Vec<NewRecord<'_>> = records.map(Record::as_new_record).collect();
     // Vec -> Bytes -> BytesMut hands the buffer over without copying it.
-    BytesMut::from(Bytes::from(batch::build_batch(timestamp_ms, &parts)))
+    BytesMut::from(Bytes::from(shardline_records::build_batch(
+        timestamp_ms,
+        &parts,
+    )))
 }
 
 /// Creation second of each shard of `stream` (the first field of its sequence numbers),
@@ -450,11 +454,11 @@ impl Writer<'_> {
         let mut run_bytes = HEADER_LEN;
         for index in indexes {
             let record = self.records[index].as_new_record();
-            let mut record_bytes = batch::record_len(&record, run.len() as i32);
+            let mut record_bytes = shardline_records::record_len(&record, run.len() as i32);
             if !run.is_empty() && run_bytes + record_bytes > limit {
                 runs.push(std::mem::take(&mut run));
                 run_bytes = HEADER_LEN;
-                record_bytes = batch::record_len(&record, 0);
+                record_bytes = shardline_records::record_len(&record, 0);
             }
             run_bytes += record_bytes;
             run.push(index);

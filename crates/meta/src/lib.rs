@@ -219,16 +219,22 @@ impl MetaStore {
         &self.metadata
     }
 
-    /// Changes the document in memory; call [`MetaStore::save`] to make it durable.
-    pub fn metadata_mut(&mut self) -> &mut Metadata {
-        &mut self.metadata
+    /// Applies `change` to a copy of the document and saves the copy; only once it is
+    /// durable does it replace the document in memory. A failed save leaves memory as
+    /// the disk has it, so a later save can never make a refused change durable.
+    pub fn update<T>(&mut self, change: impl FnOnce(&mut Metadata) -> T) -> Result<T, Error> {
+        let mut next = self.metadata.clone();
+        let out = change(&mut next);
+        save_document(&self.dir, &next)?;
+        self.metadata = next;
+        Ok(out)
     }
 
     /// Hands out a new producer id, durably reserving a block of ids when needed.
     pub fn allocate_producer_id(&mut self) -> Result<i64, Error> {
         if self.next_producer_id >= self.metadata.producer_id_reserved_until {
-            self.metadata.producer_id_reserved_until = self.next_producer_id + PRODUCER_ID_BLOCK;
-            self.save()?;
+            let reserved_until = self.next_producer_id + PRODUCER_ID_BLOCK;
+            self.update(|metadata| metadata.producer_id_reserved_until = reserved_until)?;
         }
         let id = self.next_producer_id;
         self.next_producer_id += 1;
@@ -236,13 +242,17 @@ impl MetaStore {
     }
 
     /// Writes the document durably: temp file, fsync, rename, fsync the directory.
-    pub fn save(&mut self) -> Result<(), Error> {
-        let bytes = serde_json::to_vec_pretty(&self.metadata).map_err(|source| Error::Corrupt {
-            path: self.dir.join(DOCUMENT_FILE),
-            source,
-        })?;
-        write_atomically(&self.dir, &bytes)
+    fn save(&mut self) -> Result<(), Error> {
+        save_document(&self.dir, &self.metadata)
     }
+}
+
+fn save_document(dir: &Path, metadata: &Metadata) -> Result<(), Error> {
+    let bytes = serde_json::to_vec_pretty(metadata).map_err(|source| Error::Corrupt {
+        path: dir.join(DOCUMENT_FILE),
+        source,
+    })?;
+    write_atomically(dir, &bytes)
 }
 
 /// Name of the metadata document in `data_dir/meta`.
@@ -343,14 +353,43 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_update_leaves_memory_as_the_disk_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetaStore::open(dir.path(), "cluster-a").unwrap();
+        // A directory where the temp file goes: a real I/O failure, even for root.
+        let blocker = dir.path().join("meta/metadata.json.tmp/x");
+        fs::create_dir_all(&blocker).unwrap();
+        let failed = store.update(|metadata| {
+            metadata
+                .streams
+                .insert("orders".to_owned(), stream("orders"))
+        });
+        assert!(failed.is_err());
+        assert!(
+            store.metadata().streams.is_empty(),
+            "memory kept the old document"
+        );
+        fs::remove_dir_all(blocker.parent().unwrap()).unwrap();
+        // A later unrelated save must not make the refused change durable.
+        store
+            .update(|metadata| metadata.producer_id_reserved_until += 1)
+            .unwrap();
+        drop(store);
+        let store = MetaStore::open(dir.path(), "cluster-a").unwrap();
+        assert!(store.metadata().streams.is_empty());
+    }
+
+    #[test]
     fn saved_streams_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetaStore::open(dir.path(), "cluster-a").unwrap();
         store
-            .metadata_mut()
-            .streams
-            .insert("orders".to_owned(), stream("orders"));
-        store.save().unwrap();
+            .update(|metadata| {
+                metadata
+                    .streams
+                    .insert("orders".to_owned(), stream("orders"))
+            })
+            .unwrap();
         drop(store);
         let store = MetaStore::open(dir.path(), "cluster-b").unwrap();
         assert_eq!(store.metadata().cluster_id, "cluster-a");
@@ -362,10 +401,12 @@ mod tests {
         let source = tempfile::tempdir().unwrap();
         let mut store = MetaStore::open(source.path(), "cluster-a").unwrap();
         store
-            .metadata_mut()
-            .streams
-            .insert("orders".to_owned(), stream("orders"));
-        store.save().unwrap();
+            .update(|metadata| {
+                metadata
+                    .streams
+                    .insert("orders".to_owned(), stream("orders"))
+            })
+            .unwrap();
         let snapshot = fs::read(document_path(source.path())).unwrap();
 
         let target = tempfile::tempdir().unwrap();

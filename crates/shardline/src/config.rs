@@ -80,6 +80,8 @@ pub struct StorageSection {
     pub verify_crc_on_read: bool,
     /// Appends queued per shard before producers wait.
     pub shard_queue_depth: usize,
+    /// Most bytes a compressed batch may inflate to when the server must look inside it.
+    pub decompressed_batch_bytes_max: usize,
 }
 
 /// `[streams]`
@@ -280,6 +282,7 @@ impl Default for StorageSection {
             index_interval_bytes: 4096,
             verify_crc_on_read: true,
             shard_queue_depth: 1024,
+            decompressed_batch_bytes_max: shardline_broker::DECOMPRESSED_BATCH_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -392,6 +395,13 @@ impl ServeConfig {
         }
         if self.storage.shard_queue_depth == 0 {
             bail!("storage.shard_queue_depth must be at least 1");
+        }
+        if self.storage.decompressed_batch_bytes_max < self.streams.max_message_bytes as usize {
+            bail!(
+                "storage.decompressed_batch_bytes_max is {}; it must be at least streams.max_message_bytes ({})",
+                self.storage.decompressed_batch_bytes_max,
+                self.streams.max_message_bytes
+            );
         }
         let retention_ms = i64::from(self.streams.retention_hours) * 3_600_000;
         if !(RETENTION_MS_MIN..=RETENTION_MS_MAX).contains(&retention_ms) {
@@ -521,6 +531,7 @@ impl ServeConfig {
             stream_defaults,
             shard_queue_depth: self.storage.shard_queue_depth,
             verify_crc_on_read: self.storage.verify_crc_on_read,
+            decompressed_batch_bytes_max: self.storage.decompressed_batch_bytes_max,
             scaling_factor_max: self.streams.scaling_factor_max,
             scalings_per_day_max: self.streams.scalings_per_day_max,
             retention_check_interval_ms: self.streams.retention_check_interval_ms,

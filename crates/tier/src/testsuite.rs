@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::PutMode;
-use shardline_core::batch::build_simple_batch;
 use shardline_log::{LogConfig, SegmentInfo, ShardLog};
+use shardline_records::build_simple_batch;
 use tempfile::TempDir;
 
 use crate::layout::{Layout, SegmentObject};

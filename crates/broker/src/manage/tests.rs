@@ -3,8 +3,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use shardline_core::batch::build_simple_batch;
 use shardline_core::{HashKey, HashKeyRange};
+use shardline_records::build_simple_batch;
 
 use crate::{Broker, BrokerConfig, ErrorKind};
 
@@ -579,5 +579,87 @@ async fn reads_are_charged_to_the_read_limit_only_when_answered() {
         broker.charge_read("polled", 0, 4 << 20) > 0,
         "the limit holds"
     );
+    broker.shutdown().await;
+}
+
+/// The directory of stream `name` under `data_dir`.
+fn stream_dir(data_dir: &Path, name: &str) -> std::path::PathBuf {
+    std::fs::read_dir(data_dir.join("streams"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|file| file.to_str())
+                .is_some_and(|file| file.starts_with(&format!("{name}-")))
+        })
+        .unwrap()
+}
+
+/// After a reshard that failed, the old layout is what memory and disk both show, every
+/// shard it shows open takes appends (the answer comes: no deadlock), and admin calls
+/// work once the fault is gone.
+async fn assert_unchanged_and_serving(broker: &Broker, dir: &Path, next_offset: u64) {
+    let info = broker.stream("f").unwrap();
+    assert_eq!(info.shards.len(), 1);
+    assert!(info.shards[0].is_open());
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        append(broker, "f", 0, 1, &[b"after"]),
+    )
+    .await
+    .expect("a produce to the parent is answered");
+    assert_eq!(answered, next_offset);
+    assert!(!shard_dir_exists(dir, 1) && !shard_dir_exists(dir, 2));
+}
+
+fn shard_dir_exists(dir: &Path, index: u32) -> bool {
+    stream_dir(dir, "f").join(format!("{index:06}")).is_dir()
+}
+
+#[tokio::test]
+async fn a_reshard_whose_child_cannot_open_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("f", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    append(&broker, "f", 0, 1, &[b"before"]).await;
+    // A file where the second child's directory would go.
+    let blocker = stream_dir(dir.path(), "f").join("000002");
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let middle = 1u128 << 127;
+    assert!(broker.split_shard("f", 0, middle).await.is_err());
+    std::fs::remove_file(&blocker).unwrap();
+    assert_unchanged_and_serving(&broker, dir.path(), 1).await;
+    assert_eq!(broker.split_shard("f", 0, middle).await.unwrap(), (1, 2));
+    let broker = restart(broker, dir.path()).await;
+    assert_eq!(broker.stream("f").unwrap().shards.len(), 3);
+    assert_eq!(broker.offsets("f", 0).unwrap().1, 2);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reshard_that_cannot_be_saved_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker
+        .create_stream("f", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    append(&broker, "f", 0, 1, &[b"before"]).await;
+    // A directory where the metadata's temp file goes: the save fails, for root too.
+    let blocker = dir.path().join("meta/metadata.json.tmp/x");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let middle = 1u128 << 127;
+    assert!(broker.split_shard("f", 0, middle).await.is_err());
+    std::fs::remove_dir_all(blocker.parent().unwrap()).unwrap();
+    assert_unchanged_and_serving(&broker, dir.path(), 1).await;
+    // A restart in between shows the old layout too.
+    let broker = restart(broker, dir.path()).await;
+    assert_unchanged_and_serving(&broker, dir.path(), 2).await;
+    assert_eq!(broker.split_shard("f", 0, middle).await.unwrap(), (1, 2));
+    assert_eq!(append(&broker, "f", 1, 1, &[b"child"]).await, 0);
     broker.shutdown().await;
 }

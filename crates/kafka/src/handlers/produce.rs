@@ -2,26 +2,17 @@
 //! order, and answer once every partition's append is durable (or at once for acks=0).
 //!
 //! A Kafka partition never becomes unwritable, even after a reshard closed its shard:
-//! clients refresh metadata lazily and must not lose records or see fatal errors. Records
-//! sent to a closed shard are re-routed: the batch is decoded, each record goes to the
-//! open shard owning the MD5 of its key (keyless batches go whole to one open shard, in
-//! turn), and the answer is error NONE with base offset -1 — the records were stored, but
-//! not at offsets of the partition the client named.
+//! clients refresh metadata lazily and must not lose records or see fatal errors. The
+//! broker re-routes records sent to a closed shard by key (`Broker::append_to_closed`),
+//! and the answer is error NONE with base offset -1 — the records were stored, but not at
+//! offsets of the partition the client named.
 
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
-use kafka_protocol::records::{
-    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchDecoder, RecordBatchEncoder,
-    RecordEncodeOptions,
-};
 use shardline_broker::{Error, ErrorKind, PendingAppend};
-use shardline_core::HashKey;
 use shardline_core::batch::{BatchHeader, Compression};
 
 use crate::Context;
@@ -184,108 +175,17 @@ async fn queue(
     {
         Ok(pending) => Outcome::Queued(pending),
         Err(error) if error.kind() == ErrorKind::ShardClosed => {
-            // A reshard may close the chosen children meanwhile; nothing is stored then,
-            // so routing again is safe.
-            let mut outcome = reroute(context, stream, partition, &records).await;
-            for _ in 0..REROUTE_TRIES {
-                match outcome {
-                    Err(Error::RerouteStale { .. }) => {
-                        outcome = reroute(context, stream, partition, &records).await;
-                    }
-                    _ => break,
-                }
-            }
-            match outcome {
-                Ok(outcome) => outcome,
+            match context
+                .broker
+                .append_to_closed(stream, partition as u32, records)
+                .await
+            {
+                Ok(rerouted) => Outcome::Rerouted {
+                    throttle_ms: rerouted.throttle_ms,
+                },
                 Err(error) => failed(&error),
             }
         }
         Err(error) => failed(&error),
     }
-}
-
-/// Keyless batches sent to closed shards take the open shards in turn.
-static KEYLESS_TURN: AtomicUsize = AtomicUsize::new(0);
-
-/// How many times a re-routed batch is routed again when reshards keep closing its
-/// targets.
-const REROUTE_TRIES: usize = 5;
-
-/// Stores a batch sent to closed shard `partition` in the open shards that own its records.
-/// Engine errors come back as `Err` so the caller can route again after
-/// [`Error::RerouteStale`]; refusals of the batch itself are an `Ok(Outcome::Failed)`.
-async fn reroute(
-    context: &Context,
-    stream: &str,
-    partition: i32,
-    records: &Bytes,
-) -> Result<Outcome, Error> {
-    let header = match BatchHeader::parse_and_verify(records) {
-        Ok(header) => header,
-        Err(error) => return Err(Error::Batch(error)),
-    };
-    let mut encoded = records.clone();
-    let set = match RecordBatchDecoder::decode(&mut encoded) {
-        Ok(set) => set,
-        Err(error) => {
-            return Ok(Outcome::Failed(
-                codes::CORRUPT_MESSAGE,
-                format!("cannot decode records: {error}"),
-            ));
-        }
-    };
-    let open = context.broker.open_shards(stream)?;
-    if open.is_empty() {
-        return Ok(Outcome::Failed(
-            codes::NOT_LEADER_OR_FOLLOWER,
-            "no open shard".to_owned(),
-        ));
-    }
-    let keyless = open[KEYLESS_TURN.fetch_add(1, Ordering::Relaxed) % open.len()].index;
-    let mut groups: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-    for mut record in set.records {
-        let child = match &record.key {
-            Some(key) => context
-                .broker
-                .route(stream, HashKey::of_partition_key(key))?,
-            None => keyless,
-        };
-        // The children keep their own idempotence sequences; the retry check happens
-        // against the closed shard's state instead (see Broker::append_rerouted).
-        record.producer_id = NO_PRODUCER_ID;
-        record.producer_epoch = NO_PRODUCER_EPOCH;
-        record.sequence = NO_SEQUENCE;
-        record.partition_leader_epoch = 0;
-        let group = groups.entry(child).or_default();
-        record.offset = group.len() as i64;
-        group.push(record);
-    }
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: set.compression,
-    };
-    let mut parts = Vec::with_capacity(groups.len());
-    for (child, group) in groups {
-        let mut batch = BytesMut::new();
-        if let Err(error) = RecordBatchEncoder::encode(&mut batch, &group, &options) {
-            return Ok(Outcome::Failed(
-                codes::CORRUPT_MESSAGE,
-                format!("cannot re-encode records: {error}"),
-            ));
-        }
-        // The encoder starts a new batch only when batch-level fields change, which they
-        // do not here; split defensively so the broker always gets one batch per append.
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let length = BatchHeader::parse(&rest).map_err(Error::Batch)?.total_len();
-            parts.push((child, rest.split_to(length)));
-        }
-    }
-    let rerouted = context
-        .broker
-        .append_rerouted(stream, partition as u32, &header, parts)
-        .await?;
-    Ok(Outcome::Rerouted {
-        throttle_ms: rerouted.throttle_ms,
-    })
 }

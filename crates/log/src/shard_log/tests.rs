@@ -4,7 +4,8 @@ use std::fs;
 use std::path::Path;
 
 use proptest::prelude::*;
-use shardline_core::batch::{BatchHeader, Batches, build_simple_batch};
+use shardline_core::batch::{BatchHeader, Batches};
+use shardline_records::build_simple_batch;
 
 use super::*;
 use crate::layout::SegmentFile;
