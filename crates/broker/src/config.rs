@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
 
 use crate::Error;
 
@@ -61,6 +64,9 @@ pub struct BrokerConfig {
     /// How often sealed segments are looked for to upload (and uploaded local copies
     /// past local retention deleted).
     pub tier_upload_interval_ms: u64,
+    /// Where "now" comes from: [`SystemClock`](crate::SystemClock) in a server, a
+    /// [`ManualClock`](crate::ManualClock) in tests that move time.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Default of [`BrokerConfig::decompressed_batch_bytes_max`]: 32 MiB, 32 times a
@@ -117,6 +123,7 @@ impl BrokerConfig {
             on_demand: OnDemandConfig::default(),
             tier: None,
             tier_upload_interval_ms: 1000,
+            clock: Arc::new(SystemClock),
         }
     }
 }

@@ -16,6 +16,7 @@
 //!
 //! Depends on core, log and meta.
 
+mod clock;
 mod config;
 mod error;
 mod manage;
@@ -40,6 +41,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     BrokerConfig, CapacityMode, ConfigEntry, DECOMPRESSED_BATCH_BYTES_MAX_DEFAULT, FlushPolicy,
     MAX_MESSAGE_BYTES_DEFAULT, MAX_MESSAGE_BYTES_MAX, OnDemandConfig, RETENTION_MS_MAX,
@@ -55,13 +57,6 @@ pub use tiering::{RemoteStorage, ShardStorage, TierBacklog, VerifyProgress};
 
 use offsets::{OffsetRequest, Offsets};
 use shard::{AppendRequest, Shard};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
 
 /// What a front needs to know about a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,7 +364,7 @@ impl Broker {
             broker.spawn_periodic(
                 broker.inner.config.tier_upload_interval_ms,
                 "tiering",
-                |broker, _| async move { broker.tier_pass(now_ms()).await.map(drop) },
+                |broker, _| async move { broker.tier_pass(broker.now_ms()).await.map(drop) },
             );
         }
         if let FlushPolicy::Interval { interval_ms } = broker.inner.config.flush {
@@ -380,7 +375,7 @@ impl Broker {
         broker.spawn_periodic(
             broker.inner.config.retention_check_interval_ms,
             "retention",
-            |broker, _| async move { broker.enforce_retention(now_ms()).await.map(drop) },
+            |broker, _| async move { broker.enforce_retention(broker.now_ms()).await.map(drop) },
         );
         broker.spawn_periodic(
             broker.inner.config.on_demand.window_ms,
@@ -393,6 +388,12 @@ impl Broker {
             "broker open"
         );
         Ok(broker)
+    }
+
+    /// Now, by the broker's clock ([`BrokerConfig::clock`]): what fronts use for
+    /// timestamps and expiries, so that one clock rules everything time-dependent.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.config.clock.now_ms()
     }
 
     fn streams_ref(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Stream>>> {
@@ -617,7 +618,7 @@ impl Broker {
         if self.streams_ref().contains_key(name.as_str()) {
             return Err(Error::StreamExists(name.to_string()));
         }
-        let created_ms = now_ms();
+        let created_ms = self.now_ms();
         let topic_id = fresh_id(name.as_str());
         let shards: Vec<ShardInfo> = HashKeyRange::even_split(shard_count as u32)
             .into_iter()
@@ -839,7 +840,7 @@ impl Broker {
         let Some(sender) = sender else {
             return Err(self.closed_queue(&stream.info.name, index as u32).await);
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let throttle_ms = slot
             .shard
             .charge_write(batch.len() as u64, header.record_count as u64, now, refuse)
@@ -962,7 +963,7 @@ impl Broker {
         let Ok((stream, index)) = self.shard(stream, shard) else {
             return 0;
         };
-        let throttle_ms = stream.shards[index].shard.charge_read(bytes, now_ms());
+        let throttle_ms = stream.shards[index].shard.charge_read(bytes, self.now_ms());
         if throttle_ms > 0 {
             self.inner.throttled_reads.fetch_add(1, Ordering::Relaxed);
         }
@@ -1161,7 +1162,7 @@ fn open_shard(
     shard: &ShardInfo,
     first_offset: u64,
 ) -> Result<Shard, Error> {
-    let now = now_ms();
+    let now = config.clock.now_ms();
     let log = ShardLog::open_starting_at(
         &shard_dir(dir, shard.index),
         log_config(config, &info.config),

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::{
     Broker, CapacityMode, Error, ShardInfo, ShardSlot, Stream, StreamConfig, StreamInfo, lock,
-    now_ms, open_shard, shard_dir, stream_record,
+    open_shard, shard_dir, stream_record,
 };
 
 /// A rolling day, for the scaling-rate limit.
@@ -126,7 +126,7 @@ impl Broker {
         if validate_only {
             return Ok(info);
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let stream = self
             .publish(info, current.dir.clone(), current.shards.clone())
             .await?;
@@ -242,7 +242,7 @@ impl Broker {
                 self.inner.config.shard_count_max
             )));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let recent = current
             .info
             .scalings_ms
@@ -375,7 +375,7 @@ impl Broker {
         plan: Vec<Child>,
         internal: bool,
     ) -> Result<Vec<u32>, Error> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut info = current.info.clone();
         let first_index = info.shards.len() as u32;
         let mut children = Vec::with_capacity(plan.len());

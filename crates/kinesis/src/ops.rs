@@ -1,7 +1,6 @@
 //! The operations: parse the JSON input, call the broker, shape the JSON answer.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -25,12 +24,6 @@ const LIST_SHARDS_MAX: usize = 1000;
 const LIST_STREAMS_MAX: usize = 100;
 /// How long a ListShards NextToken stays valid, as on AWS.
 const NEXT_TOKEN_LIFETIME_MS: i64 = 300_000;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -151,7 +144,7 @@ fn live_shards<'a>(front: &Kinesis, stream: &'a StreamInfo) -> Vec<&'a ShardInfo
         .filter(|shard| {
             !front
                 .broker()
-                .is_expired(&stream.name, shard.index, now_ms())
+                .is_expired(&stream.name, shard.index, front.broker().now_ms())
                 .unwrap_or(false)
         })
         .collect()
@@ -267,7 +260,7 @@ fn list_streams(front: &Kinesis, input: ListStreamsInput) -> Result<Answer, ApiE
     let start_after = input
         .next_token
         .as_deref()
-        .map(decode_token)
+        .map(|token| decode_token(token, front.broker().now_ms()))
         .transpose()?
         .map(|(name, _)| name)
         .or(input.exclusive_start_stream_name);
@@ -295,7 +288,7 @@ fn list_streams(front: &Kinesis, input: ListStreamsInput) -> Result<Answer, ApiE
         })).collect::<Vec<_>>(),
     });
     if has_more && let Some(last) = page.last() {
-        answer["NextToken"] = json!(encode_token(&last.name, now_ms()));
+        answer["NextToken"] = json!(encode_token(&last.name, front.broker().now_ms()));
     }
     Ok(Answer::ok(&answer))
 }
@@ -370,9 +363,10 @@ fn encode_token(key: &str, issued_ms: i64) -> String {
         .collect()
 }
 
-fn decode_token(token: &str) -> Result<(String, i64), ApiError> {
+fn decode_token(token: &str, now_ms: i64) -> Result<(String, i64), ApiError> {
     let invalid = || ApiError::invalid_argument(format!("invalid NextToken {token:?}"));
-    if !token.len().is_multiple_of(2) {
+    // Non-ASCII text would put a two-byte slice inside a character (a panic).
+    if !token.is_ascii() || !token.len().is_multiple_of(2) {
         return Err(invalid());
     }
     let bytes = (0..token.len())
@@ -383,7 +377,7 @@ fn decode_token(token: &str) -> Result<(String, i64), ApiError> {
     let text = String::from_utf8(bytes).map_err(|_not_utf8| invalid())?;
     let (issued, key) = text.split_once('/').ok_or_else(invalid)?;
     let issued: i64 = issued.parse().map_err(|_not_a_number| invalid())?;
-    if now_ms() - issued > NEXT_TOKEN_LIFETIME_MS {
+    if now_ms.saturating_sub(issued) > NEXT_TOKEN_LIFETIME_MS {
         return Err(ApiError::expired_next_token(format!(
             "The timestamp sent ({issued}) is expired; NextToken is valid for 300 seconds."
         )));
@@ -403,7 +397,7 @@ fn list_shards(front: &Kinesis, input: ListShardsInput) -> Result<Answer, ApiErr
                     "NextToken and StreamName/StreamARN, ExclusiveStartShardId or ShardFilter cannot be given together",
                 ));
             }
-            let (key, _) = decode_token(token)?;
+            let (key, _) = decode_token(token, front.broker().now_ms())?;
             let (name, last) = key
                 .rsplit_once('/')
                 .ok_or_else(|| ApiError::invalid_argument("invalid NextToken"))?;
@@ -505,7 +499,7 @@ fn list_shards(front: &Kinesis, input: ListShardsInput) -> Result<Answer, ApiErr
     {
         answer["NextToken"] = json!(encode_token(
             &format!("{}/{}", stream.name, ShardId(last.index)),
-            now_ms()
+            front.broker().now_ms()
         ));
     }
     Ok(Answer::ok(&answer))
@@ -728,31 +722,37 @@ fn list_tags(front: &Kinesis, input: ListTagsInput) -> Result<Answer, ApiError> 
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_700_000_000_000;
+
     #[test]
     fn next_tokens_round_trip_and_reject_garbage() {
-        let token = encode_token("orders/shardId-000000000004", now_ms());
+        let token = encode_token("orders/shardId-000000000004", NOW);
         assert_eq!(
-            decode_token(&token).unwrap().0,
+            decode_token(&token, NOW).unwrap().0,
             "orders/shardId-000000000004"
         );
-        assert_eq!(
-            decode_token("zz").unwrap_err().kind,
-            "InvalidArgumentException"
-        );
-        assert_eq!(
-            decode_token("abc").unwrap_err().kind,
-            "InvalidArgumentException"
-        );
+        for garbage in ["zz", "abc", "éé", "0é", "ab\u{1F600}"] {
+            assert_eq!(
+                decode_token(garbage, NOW).unwrap_err().kind,
+                "InvalidArgumentException",
+                "{garbage:?}"
+            );
+        }
+        // An issue time far in the past or future neither overflows nor panics.
+        for issued in [i64::MIN, i64::MAX] {
+            let token = encode_token("orders/shardId-000000000004", issued);
+            let _ = decode_token(&token, NOW);
+        }
     }
 
     #[test]
-    fn old_next_tokens_expire() {
-        let token = encode_token(
-            "orders/shardId-000000000004",
-            now_ms() - NEXT_TOKEN_LIFETIME_MS - 1,
-        );
+    fn next_tokens_expire_after_300_seconds() {
+        let token = encode_token("orders/shardId-000000000004", NOW);
+        assert!(decode_token(&token, NOW + NEXT_TOKEN_LIFETIME_MS).is_ok());
         assert_eq!(
-            decode_token(&token).unwrap_err().kind,
+            decode_token(&token, NOW + NEXT_TOKEN_LIFETIME_MS + 1)
+                .unwrap_err()
+                .kind,
             "ExpiredNextTokenException"
         );
     }

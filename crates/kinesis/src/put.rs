@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
-use shardline_broker::{ErrorKind, PendingAppend, StreamInfo, now_ms};
+use shardline_broker::{ErrorKind, PendingAppend, StreamInfo};
 use shardline_core::batch::{HEADER_LEN, LOG_OVERHEAD};
 use shardline_core::sequence::SequenceNumber;
 use shardline_core::{HashKey, ShardId};
@@ -295,7 +295,7 @@ pub(crate) async fn put_record(front: &Kinesis, input: PutRecordInput) -> Result
         "data".to_owned()
     })?;
     let hash_key = record.hash_key()?;
-    let timestamp_ms = now_ms();
+    let timestamp_ms = front.broker().now_ms();
     for _ in 0..ROUTE_ATTEMPTS {
         let shard = front
             .broker()
@@ -393,7 +393,7 @@ pub(crate) async fn put_records(
         front,
         stream: &stream,
         records: &records,
-        timestamp_ms: now_ms(),
+        timestamp_ms: front.broker().now_ms(),
         fates: records.iter().map(|_| Fate::Unsent).collect(),
         appends: Vec::new(),
     };

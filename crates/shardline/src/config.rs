@@ -537,6 +537,7 @@ impl ServeConfig {
             retention_check_interval_ms: self.streams.retention_check_interval_ms,
             tier,
             tier_upload_interval_ms: self.tier.upload_interval_ms,
+            clock: std::sync::Arc::new(shardline_broker::SystemClock),
             on_demand: shardline_broker::OnDemandConfig {
                 window_ms: self.streams.on_demand_window_ms,
                 hot_percent: self.streams.on_demand_hot_percent,

@@ -235,14 +235,14 @@ async fn a_closed_shard_whose_data_expired_is_reported_expired() {
         .unwrap();
     append(&broker, "e", 0, 1_000, &[b"old"]).await;
     broker.split_shard("e", 0, 1u128 << 127).await.unwrap();
-    let later = crate::now_ms() + 400 * 24 * 3600 * 1000;
+    let later = broker.now_ms() + 400 * 24 * 3600 * 1000;
     assert!(
         !broker.is_expired("e", 0, later).unwrap(),
         "its data is still there"
     );
     broker.enforce_retention(later).await.unwrap();
     assert!(
-        !broker.is_expired("e", 0, crate::now_ms()).unwrap(),
+        !broker.is_expired("e", 0, broker.now_ms()).unwrap(),
         "closed just now"
     );
     assert!(broker.is_expired("e", 0, later).unwrap());
@@ -411,7 +411,7 @@ async fn retention_bytes_bounds_the_local_log_oldest_first() {
     ]);
     broker.create_stream("b", 1, configs, false).await.unwrap();
     let value = vec![b'b'; 600];
-    let now = crate::now_ms();
+    let now = broker.now_ms();
     for _ in 0..8 {
         append(&broker, "b", 0, now, &[&value]).await;
     }
@@ -448,7 +448,7 @@ async fn retention_bytes_with_tiering_bounds_local_and_remote_together() {
     ]);
     broker.create_stream("t", 1, configs, false).await.unwrap();
     let value = vec![b't'; 600];
-    let now = crate::now_ms();
+    let now = broker.now_ms();
     for _ in 0..8 {
         append(&broker, "t", 0, now, &[&value]).await;
     }
@@ -528,7 +528,7 @@ async fn long_polls_of_an_idle_shard_do_not_pile_up_registrations() {
     let shard = &stream.shards[index].shard;
     assert_eq!(shard.waiters_registered(), 2, "the live one and the last");
     // The fetch still waiting is woken by the next append.
-    append(&broker, "idle", 0, crate::now_ms(), &[b"x"]).await;
+    append(&broker, "idle", 0, broker.now_ms(), &[b"x"]).await;
     tokio::time::timeout(std::time::Duration::from_secs(5), waiting.notified())
         .await
         .expect("woken");
@@ -544,7 +544,7 @@ async fn a_batch_larger_than_a_segment_is_refused_and_the_shard_keeps_serving() 
         .create_stream("small", 1, configs, false)
         .await
         .unwrap();
-    let now = crate::now_ms();
+    let now = broker.now_ms();
     let big = BytesMut::from(&build_simple_batch(now, &[&[b'x'; 2048]])[..]);
     let refused = match broker.append("small", 0, big).await {
         Ok(pending) => pending.wait().await.unwrap_err(),
@@ -564,7 +564,7 @@ async fn reads_are_charged_to_the_read_limit_only_when_answered() {
         .create_stream("polled", 1, BTreeMap::new(), false)
         .await
         .unwrap();
-    let now = crate::now_ms();
+    let now = broker.now_ms();
     let value = vec![b'p'; 500 * 1024];
     append(&broker, "polled", 0, now, &[&value]).await;
     append(&broker, "polled", 0, now, &[&value]).await;

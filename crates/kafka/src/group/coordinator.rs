@@ -166,7 +166,7 @@ impl MemberIds {
         for (salt, half) in halves.iter_mut().enumerate() {
             *half = self
                 .keys
-                .hash_one((salt, count, shardline_broker::now_ms()));
+                .hash_one((salt, count, std::time::SystemTime::now()));
         }
         let uuid = uuid::Uuid::from_u64_pair(halves[0], halves[1]);
         format!("{prefix}-{uuid}")
@@ -546,7 +546,7 @@ impl Coordinator {
     /// Deletes expired offsets of groups without members (Kafka's offsets retention), and
     /// forgets empty groups that have no offsets left.
     async fn expire_offsets(&self) {
-        let wall_now_ms = shardline_broker::now_ms();
+        let wall_now_ms = self.shared.broker.now_ms();
         let retention_ms = self.shared.config.offsets_retention_ms;
         for group_id in self.shared.broker.groups_with_committed_offsets() {
             let empty = self
@@ -781,7 +781,7 @@ mod tests {
             .create_stream("t", 2, BTreeMap::new(), false)
             .await
             .unwrap();
-        let now = shardline_broker::now_ms();
+        let now = broker.now_ms();
         let at = |offset: i64, age_ms: i64| CommittedOffset {
             offset,
             leader_epoch: -1,

@@ -49,7 +49,7 @@ pub(crate) fn offset_commit(
         // Kafka; the group is validated only if something is left to commit.
         let mut answers: Vec<TopicAnswers> = Vec::new();
         let mut to_commit = Vec::new();
-        let commit_timestamp_ms = shardline_broker::now_ms();
+        let commit_timestamp_ms = context.broker.now_ms();
         for topic in request.topics {
             let stream = topic.name.0.to_string();
             let mut partitions = Vec::with_capacity(topic.partitions.len());
