@@ -455,3 +455,76 @@ async fn hostile_batches_to_a_closed_partition_are_refused_and_nothing_stops() {
     );
     server.stop().await;
 }
+
+/// Reads from `stream` until the server closes it (or 10 s pass: then it did not).
+fn read_until_closed(stream: &mut std::net::TcpStream) -> (bool, Vec<u8>) {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return (true, seen),
+            Ok(read) => seen.extend_from_slice(&buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (true, seen);
+            }
+            Err(_) => return (false, seen),
+        }
+    }
+}
+
+fn healthz(stream: &mut std::net::TcpStream) -> String {
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    let read = stream.read(&mut buffer).unwrap();
+    String::from_utf8_lossy(&buffer[..read]).into_owned()
+}
+
+/// The HTTP listener is capped and times out idle and slow clients, each a config key;
+/// a slot freed by a close is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_are_capped_and_idle_or_slow_ones_closed() {
+    use std::io::Write;
+    let server = TestServer::start_in(shardline_testkit::data_dir(), |config| {
+        config.http.connections_max = 2;
+        config.http.idle_timeout_ms = 2000;
+        config.http.header_timeout_ms = 2000;
+    })
+    .await;
+    let addr = server.http_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut idle = std::net::TcpStream::connect(addr).unwrap();
+        assert!(healthz(&mut idle).starts_with("HTTP/1.1 200"));
+        let mut slow = std::net::TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: te")
+            .unwrap();
+        // Both slots are taken: a third connection is closed at once.
+        let mut third = std::net::TcpStream::connect(addr).unwrap();
+        let (closed, answer) = read_until_closed(&mut third);
+        assert!(closed && answer.is_empty(), "over http.connections_max");
+        // The idle keep-alive connection and the one stuck in its headers are closed.
+        assert!(
+            read_until_closed(&mut idle).0,
+            "idle past http.idle_timeout_ms"
+        );
+        assert!(
+            read_until_closed(&mut slow).0,
+            "headers past http.header_timeout_ms"
+        );
+        // Their slots are free again.
+        let mut fresh = std::net::TcpStream::connect(addr).unwrap();
+        assert!(healthz(&mut fresh).starts_with("HTTP/1.1 200"));
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}

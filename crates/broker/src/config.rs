@@ -67,6 +67,8 @@ pub struct BrokerConfig {
     /// Where "now" comes from: [`SystemClock`](crate::SystemClock) in a server, a
     /// [`ManualClock`](crate::ManualClock) in tests that move time.
     pub clock: Arc<dyn Clock>,
+    /// How long shutdown waits for a background pass to reach its next step.
+    pub shutdown_grace_ms: u64,
 }
 
 /// Default of [`BrokerConfig::decompressed_batch_bytes_max`]: 32 MiB, 32 times a
@@ -124,6 +126,7 @@ impl BrokerConfig {
             tier: None,
             tier_upload_interval_ms: 1000,
             clock: Arc::new(SystemClock),
+            shutdown_grace_ms: 10_000,
         }
     }
 }

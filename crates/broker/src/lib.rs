@@ -215,6 +215,10 @@ struct Inner {
     appended_bytes: AtomicU64,
     throttled_writes: AtomicU64,
     throttled_reads: AtomicU64,
+    /// Shards a background pass (tiering, retention) failed on and went past.
+    pass_failures: AtomicU64,
+    /// Turns true when shutdown begins: background passes stop between steps.
+    stop: tokio::sync::watch::Sender<bool>,
     /// Whose turn it is among a stream's open shards for the next keyless batch sent to a
     /// closed shard.
     keyless_turn: AtomicUsize,
@@ -333,6 +337,8 @@ impl Broker {
                 appended_bytes: AtomicU64::new(0),
                 throttled_writes: AtomicU64::new(0),
                 throttled_reads: AtomicU64::new(0),
+                pass_failures: AtomicU64::new(0),
+                stop: tokio::sync::watch::Sender::new(false),
                 keyless_turn: AtomicUsize::new(0),
                 busy: Mutex::new(BTreeMap::new()),
                 tier,
@@ -461,6 +467,7 @@ impl Broker {
         Fut: std::future::Future<Output = Result<(), Error>> + Send,
     {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let mut stop = self.inner.stop.subscribe();
         let task = tokio::spawn(async move {
             let period = Duration::from_millis(interval_ms.max(1));
             let mut ticker = tokio::time::interval(period);
@@ -468,7 +475,11 @@ impl Broker {
             ticker.tick().await;
             let mut last = tokio::time::Instant::now();
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    // Shutdown: no new pass (one under way stops at its next step).
+                    _ = stop.wait_for(|stopping| *stopping) => return,
+                }
                 let elapsed_ms = last.elapsed().as_millis() as u64;
                 last = tokio::time::Instant::now();
                 let Some(inner) = weak.upgrade() else { return };
@@ -765,6 +776,17 @@ impl Broker {
         receiver.await.unwrap_or(Err(Error::ShuttingDown))
     }
 
+    /// Whether shutdown has begun: long passes check it between their steps.
+    pub(crate) fn stopping(&self) -> bool {
+        *self.inner.stop.borrow()
+    }
+
+    /// Shards that background passes (tiering, retention) failed on and went past,
+    /// since start (for metrics).
+    pub fn pass_failures(&self) -> u64 {
+        self.inner.pass_failures.load(Ordering::Relaxed)
+    }
+
     fn check_running(&self) -> Result<(), Error> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             Err(Error::ShuttingDown)
@@ -1042,8 +1064,16 @@ impl Broker {
         if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        for task in std::mem::take(&mut *lock(&self.inner.background)) {
-            task.abort();
+        // Background passes stop between steps (a shard, an upload), never inside one;
+        // one that does not get there within the grace period is cut.
+        self.inner.stop.send_replace(true);
+        let grace = Duration::from_millis(self.inner.config.shutdown_grace_ms);
+        let background = std::mem::take(&mut *lock(&self.inner.background));
+        for mut task in background {
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                warn!("a background pass did not stop within the grace period; cutting it");
+                task.abort();
+            }
         }
         let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
         for stream in &streams {

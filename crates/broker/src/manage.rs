@@ -522,7 +522,11 @@ impl Broker {
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, Error> {
         let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
         let mut report = RetentionReport::default();
+        let mut first_error = None;
         for stream in streams {
+            if self.stopping() {
+                break;
+            }
             let cutoff = now_ms.saturating_sub(stream.info.config.retention_ms);
             let bytes_max = u64::try_from(stream.info.config.retention_bytes).ok();
             // With tiering the local log alone never deletes by size: a segment deleted
@@ -576,7 +580,20 @@ impl Broker {
                     }
                 })
                 .await
-                .map_err(|error| Error::Internal(format!("retention task failed: {error}")))??;
+                .map_err(|error| Error::Internal(format!("retention task failed: {error}")))
+                .and_then(|deleted| deleted);
+                // One shard's failure must not stop retention of the others.
+                let deleted = match deleted {
+                    Ok(deleted) => deleted,
+                    Err(error) => {
+                        warn!(stream = %stream.info.name, shard = slot.shard.index, %error, "retention of a shard failed; the others go on");
+                        self.inner
+                            .pass_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        first_error.get_or_insert(error);
+                        continue;
+                    }
+                };
                 if deleted > 0 {
                     report.segments_deleted += deleted;
                     report.shards_trimmed += 1;
@@ -598,7 +615,10 @@ impl Broker {
                 }
             }
         }
-        Ok(report)
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
     }
 
     /// One pass of on-demand scaling over the last `elapsed_ms`: in each `on_demand`
@@ -611,6 +631,9 @@ impl Broker {
         let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
         let mut reshards = 0;
         for stream in streams {
+            if self.stopping() {
+                break;
+            }
             // Read (and reset) every shard's counter, so the next window starts clean.
             let rates: Vec<(ShardInfo, u64)> = stream
                 .info

@@ -393,15 +393,34 @@ impl Broker {
         };
         let streams: Vec<Arc<Stream>> = self.streams_ref().values().cloned().collect();
         let mut uploaded = 0;
+        let mut first_error = None;
         for stream in &streams {
             for slot in &stream.shards {
-                uploaded += self
+                // Shutdown stops a pass between shards, never inside an upload.
+                if self.stopping() {
+                    return Ok(uploaded);
+                }
+                match self
                     .tier_shard(&tier, stream, slot.shard.index, now_ms)
-                    .await?;
+                    .await
+                {
+                    Ok(count) => uploaded += count,
+                    // One shard's failure must not stop the others' uploads.
+                    Err(error) => {
+                        warn!(stream = %stream.info.name, shard = slot.shard.index, %error, "tiering a shard failed; the others go on");
+                        self.inner
+                            .pass_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        first_error.get_or_insert(error);
+                    }
+                }
             }
         }
         self.snapshot_documents(&tier).await?;
-        Ok(uploaded)
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(uploaded),
+        }
     }
 
     async fn tier_shard(

@@ -63,6 +63,12 @@ pub struct HttpSection {
     pub region: String,
     /// 12-digit account id named in Kinesis ARNs and messages.
     pub account_id: String,
+    /// Most open HTTP connections.
+    pub connections_max: usize,
+    /// Time a client has to send a request's headers once it has started it.
+    pub header_timeout_ms: u64,
+    /// A connection with no request under way for this long is closed.
+    pub idle_timeout_ms: u64,
 }
 
 /// `[storage]`
@@ -270,6 +276,9 @@ impl Default for HttpSection {
             listen: "127.0.0.1:4567".to_owned(),
             region: "us-east-1".to_owned(),
             account_id: "000000000000".to_owned(),
+            connections_max: 1024,
+            header_timeout_ms: 30_000,
+            idle_timeout_ms: 600_000,
         }
     }
 }
@@ -338,6 +347,8 @@ pub struct Validated {
     pub kafka: KafkaConfig,
     /// Kinesis front settings.
     pub kinesis: shardline_kinesis::KinesisConfig,
+    /// HTTP listener limits.
+    pub http: crate::http::HttpSettings,
 }
 
 impl ServeConfig {
@@ -538,6 +549,7 @@ impl ServeConfig {
             tier,
             tier_upload_interval_ms: self.tier.upload_interval_ms,
             clock: std::sync::Arc::new(shardline_broker::SystemClock),
+            shutdown_grace_ms: self.shutdown.grace_ms,
             on_demand: shardline_broker::OnDemandConfig {
                 window_ms: self.streams.on_demand_window_ms,
                 hot_percent: self.streams.on_demand_hot_percent,
@@ -572,6 +584,18 @@ impl ServeConfig {
         if self.http.region.is_empty() {
             bail!("http.region must not be empty");
         }
+        if self.http.connections_max == 0 {
+            bail!("http.connections_max must be at least 1");
+        }
+        if self.http.header_timeout_ms == 0 || self.http.idle_timeout_ms == 0 {
+            bail!("http.header_timeout_ms and http.idle_timeout_ms must be at least 1");
+        }
+        let http = crate::http::HttpSettings {
+            connections_max: self.http.connections_max,
+            header_timeout: std::time::Duration::from_millis(self.http.header_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.http.idle_timeout_ms),
+            shutdown_grace: std::time::Duration::from_millis(self.shutdown.grace_ms),
+        };
         let kinesis = shardline_kinesis::KinesisConfig {
             region: self.http.region.clone(),
             account_id: self.http.account_id.clone(),
@@ -583,6 +607,7 @@ impl ServeConfig {
             broker,
             kafka,
             kinesis,
+            http,
         })
     }
 }

@@ -4,6 +4,9 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -11,48 +14,194 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use shardline_broker::Broker;
 use shardline_kinesis::Kinesis;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::debug;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument as _, debug, info_span, warn};
 
 /// Largest Kinesis request body accepted: PutRecords may carry 10 MiB of records, and
 /// base64 makes that about 13.4 MiB of JSON.
 const KINESIS_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// Serves HTTP until `stop` turns true.
+/// Limits of the HTTP listener (`[http]` in the config file).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Most open connections; more are closed at accept, with a log line.
+    pub connections_max: usize,
+    /// A client that has started a request must send all its headers within this.
+    pub header_timeout: Duration,
+    /// A connection with no request under way for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for requests under way before cutting connections.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves HTTP until `stop` turns true; then stops accepting, lets each connection
+/// finish the request it is serving (idle keep-alive connections close at once), and
+/// cuts whatever is left after the grace period.
 pub async fn serve(
     listener: TcpListener,
     broker: Broker,
     kinesis: Kinesis,
+    settings: HttpSettings,
     mut stop: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(settings.connections_max));
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
-                    return;
+                    break;
                 }
             }
             accepted = listener.accept() => {
-                let Ok((socket, _peer)) = accepted else { continue };
+                let (socket, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning on accept.
+                        warn!(%error, "http accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    warn!(%peer, limit = settings.connections_max, "http connection limit (http.connections_max) reached; closing new connection");
+                    drop(socket);
+                    continue;
+                };
+                let _ = socket.set_nodelay(true);
                 let broker = broker.clone();
                 let kinesis = kinesis.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let broker = broker.clone();
-                        let kinesis = kinesis.clone();
-                        async move { Ok::<_, Infallible>(route(&broker, &kinesis, request).await) }
-                    });
-                    if let Err(error) = http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await
-                    {
-                        debug!(%error, "http connection ended with an error");
-                    }
+                let stop = stop.clone();
+                connections.spawn(async move {
+                    serve_connection(socket, broker, kinesis, settings, stop).await;
+                    drop(slot);
                 });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(settings.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("grace period over; cutting the remaining http connections");
+        connections.abort_all();
+    }
+}
+
+/// Requests under way on one connection and when the last one ended, for the idle
+/// timeout. Atomics, not a lock: it is touched on every request.
+#[derive(Debug)]
+struct Activity {
+    origin: tokio::time::Instant,
+    busy: AtomicUsize,
+    /// Milliseconds from `origin` to the end of the last request (or the accept).
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: tokio::time::Instant::now(),
+            busy: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(&self) {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        let elapsed = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(elapsed, Ordering::SeqCst);
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// When the connection becomes idle-expired, if nothing is under way.
+    fn idle_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        (self.busy.load(Ordering::SeqCst) == 0).then(|| {
+            self.origin + Duration::from_millis(self.last_ms.load(Ordering::SeqCst)) + idle
+        })
+    }
+}
+
+async fn serve_connection(
+    socket: tokio::net::TcpStream,
+    broker: Broker,
+    kinesis: Kinesis,
+    settings: HttpSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let tracked = Arc::clone(&activity);
+    let service = service_fn(move |request| {
+        let broker = broker.clone();
+        let kinesis = kinesis.clone();
+        let activity = Arc::clone(&tracked);
+        activity.begin();
+        // One span per request, so a log line can be traced to it.
+        let operation = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|target| target.rsplit('.').next())
+            .unwrap_or("")
+            .to_owned();
+        let span = info_span!(
+            "http",
+            method = %request.method(),
+            path = %request.uri().path(),
+            operation = %operation,
+        );
+        async move {
+            let response = route(&broker, &kinesis, request).await;
+            activity.end();
+            Ok::<_, Infallible>(response)
+        }
+        .instrument(span)
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .serve_connection(TokioIo::new(socket), service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        // Sleeps until the idle deadline, or a while when a request is under way (the
+        // deadline is looked at again then).
+        let wake = activity
+            .idle_deadline(settings.idle_timeout)
+            .unwrap_or_else(|| tokio::time::Instant::now() + settings.idle_timeout);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    debug!(%error, "http connection ended with an error");
+                }
+                return;
+            }
+            changed = stop.changed(), if !closing => {
+                if changed.is_err() || *stop.borrow() {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = tokio::time::sleep_until(wake), if !closing => {
+                if activity
+                    .idle_deadline(settings.idle_timeout)
+                    .is_some_and(|deadline| deadline <= tokio::time::Instant::now())
+                {
+                    debug!("closing idle http connection (http.idle_timeout_ms)");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
             }
         }
     }
@@ -236,6 +385,19 @@ pub fn metrics(broker: &Broker) -> String {
     let _ = writeln!(
         out,
         "shardline_read_provisioned_throughput_exceeded_total {throttled_reads}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP shardline_background_shard_failures_total Shards a tiering or retention pass failed on and went past (logged)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE shardline_background_shard_failures_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "shardline_background_shard_failures_total {}",
+        broker.pass_failures()
     );
     if let (Some(backlog), Some(stats)) = (broker.tier_backlog(), broker.tier_stats()) {
         let _ = writeln!(

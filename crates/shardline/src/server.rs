@@ -76,7 +76,13 @@ impl RunningServer {
             stopped.clone(),
         ));
         let kinesis = shardline_kinesis::Kinesis::new(broker.clone(), config.kinesis.clone());
-        let http_task = tokio::spawn(http::serve(http_listener, broker.clone(), kinesis, stopped));
+        let http_task = tokio::spawn(http::serve(
+            http_listener,
+            broker.clone(),
+            kinesis,
+            config.http,
+            stopped,
+        ));
         info!(kafka = %kafka_addr, http = %http_addr, "shardline serving");
         Ok(RunningServer {
             kafka_addr,

@@ -28,6 +28,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::decode_request_header_from_buffer;
 
+use tracing::{Instrument as _, Span, field, info_span};
+
 use crate::connection::{Pending, Reply, ready};
 use crate::{Context, guard, versions};
 
@@ -40,12 +42,45 @@ pub(crate) struct Client {
     pub(crate) host: String,
 }
 
-/// Decodes one request frame from `peer` and starts serving it.
+/// Decodes one request frame from `peer` and starts serving it, inside a span (API,
+/// version, correlation id, client id, peer) that every log line of the request carries,
+/// through to its answer.
 pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes, peer: SocketAddr) -> Pending {
     // The frame layer guarantees at least the 10 bytes of a request header prefix.
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let span = match ApiKey::try_from(raw_key) {
+        Ok(key) => {
+            info_span!("kafka", api = ?key, version, correlation_id, client_id = field::Empty, %peer)
+        }
+        Err(()) => {
+            info_span!("kafka", api = raw_key, version, correlation_id, client_id = field::Empty, %peer)
+        }
+    };
+    let pending = dispatch_in(
+        context,
+        frame,
+        peer,
+        raw_key,
+        version,
+        correlation_id,
+        &span,
+    )
+    .instrument(span.clone())
+    .await;
+    Box::pin(pending.instrument(span))
+}
+
+async fn dispatch_in(
+    context: &Arc<Context>,
+    frame: Bytes,
+    peer: SocketAddr,
+    raw_key: i16,
+    version: i16,
+    correlation_id: i32,
+    span: &Span,
+) -> Pending {
     let Ok(key) = ApiKey::try_from(raw_key) else {
         return ready(Reply::Close(format!("unknown api key {raw_key}")));
     };
@@ -70,6 +105,9 @@ pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes, peer: SocketA
             )));
         }
     };
+    if let Some(client_id) = header.client_id.as_deref() {
+        span.record("client_id", client_id);
+    }
     // Before kafka_protocol sizes any Vec from a count on the wire, make sure every count
     // fits in the bytes actually sent.
     if let Err(error) = guard::check(key, version, &body) {
