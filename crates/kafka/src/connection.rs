@@ -145,10 +145,8 @@ async fn write_replies(
                 }
             }
             Reply::Silent => {}
-            Reply::Close(reason) => {
-                warn!(%peer, %reason, "closing connection");
-                break;
-            }
+            // Logged with the request's span where the reply was made (see dispatch).
+            Reply::Close(_) => break,
         }
         drop(permit);
     }

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::decode_request_header_from_buffer;
 
-use tracing::{Instrument as _, Span, field, info_span};
+use tracing::{Instrument as _, Span, field, info_span, warn};
 
 use crate::connection::{Pending, Reply, ready};
 use crate::{Context, guard, versions};
@@ -69,7 +69,17 @@ pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes, peer: SocketA
     )
     .instrument(span.clone())
     .await;
-    Box::pin(pending.instrument(span))
+    Box::pin(
+        async move {
+            let reply = pending.await;
+            // Logged here, inside the request's span, so the line names the request.
+            if let Reply::Close(reason) = &reply {
+                warn!(%reason, "closing connection");
+            }
+            reply
+        }
+        .instrument(span),
+    )
 }
 
 async fn dispatch_in(
