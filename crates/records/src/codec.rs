@@ -222,18 +222,20 @@ fn snappy_decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, SnappyError>
     Ok(out)
 }
 
+/// Every codec Kafka defines, for tests that cover them all.
+#[cfg(test)]
+pub(crate) const CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    const CODECS: [Compression; 5] = [
-        Compression::None,
-        Compression::Gzip,
-        Compression::Snappy,
-        Compression::Lz4,
-        Compression::Zstd,
-    ];
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]

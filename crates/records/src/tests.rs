@@ -10,13 +10,7 @@ const LIMITS: DecodeLimits = DecodeLimits {
     decompressed_bytes_max: 1 << 20,
 };
 
-const CODECS: [Compression; 5] = [
-    Compression::None,
-    Compression::Gzip,
-    Compression::Snappy,
-    Compression::Lz4,
-    Compression::Zstd,
-];
+use crate::codec::CODECS;
 
 fn bytes_opt() -> impl Strategy<Value = Option<Vec<u8>>> {
     proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))
