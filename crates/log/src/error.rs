@@ -175,3 +175,13 @@ impl Error {
         }
     }
 }
+
+impl From<shardline_durable::DurableError> for Error {
+    fn from(error: shardline_durable::DurableError) -> Error {
+        Error::Io {
+            operation: error.action,
+            path: error.path,
+            source: error.source,
+        }
+    }
+}

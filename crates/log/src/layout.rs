@@ -5,7 +5,7 @@
 //! timeindex}`, `*.tmp` for files being replaced, `.clean_shutdown` and `.lock`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::Error;
@@ -14,13 +14,15 @@ use crate::Error;
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 /// Held locked (flock) while a `ShardLog` has the directory open.
 pub(crate) const LOCK_FILE: &str = ".lock";
-const TMP_SUFFIX: &str = ".tmp";
+use shardline_durable::{DirSync, TMP_SUFFIX};
 /// Base offsets are printed with this many digits so names sort like numbers.
 const OFFSET_DIGITS: usize = 20;
 
-/// The three files that make up a segment.
+/// The three files that make up a segment. Their names are also the names of a tiered
+/// segment's objects in the bucket (the tier crate builds its keys from
+/// [`SegmentFile::name`]), so one scheme names a segment wherever it lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SegmentFile {
+pub enum SegmentFile {
     /// `.log`: the batches.
     Log,
     /// `.index`: sparse offset -> position.
@@ -30,6 +32,13 @@ pub(crate) enum SegmentFile {
 }
 
 impl SegmentFile {
+    /// All three, `.log` first.
+    pub const ALL: [SegmentFile; 3] = [
+        SegmentFile::Log,
+        SegmentFile::OffsetIndex,
+        SegmentFile::TimeIndex,
+    ];
+
     fn extension(self) -> &'static str {
         match self {
             SegmentFile::Log => "log",
@@ -38,29 +47,29 @@ impl SegmentFile {
         }
     }
 
+    /// The file's name for the segment starting at `base_offset`
+    /// (`00000000000000001234.log`): digits that sort like numbers.
+    pub fn name(self, base_offset: u64) -> String {
+        format!("{base_offset:0OFFSET_DIGITS$}.{}", self.extension())
+    }
+
     /// Path of this file for the segment starting at `base_offset`.
     pub(crate) fn path(self, dir: &Path, base_offset: u64) -> PathBuf {
-        dir.join(format!(
-            "{base_offset:0OFFSET_DIGITS$}.{}",
-            self.extension()
-        ))
+        dir.join(self.name(base_offset))
     }
-}
 
-/// Splits a file name into a segment base offset and the file's role, if it is one of ours.
-fn parse_segment_file_name(name: &str) -> Option<(u64, SegmentFile)> {
-    let (digits, extension) = name.split_once('.')?;
-    if digits.len() != OFFSET_DIGITS || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
+    /// Splits a file name into a segment base offset and the file's role, if it is one
+    /// of ours.
+    pub fn parse(name: &str) -> Option<(u64, SegmentFile)> {
+        let (digits, extension) = name.split_once('.')?;
+        if digits.len() != OFFSET_DIGITS || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        let kind = SegmentFile::ALL
+            .into_iter()
+            .find(|kind| kind.extension() == extension)?;
+        Some((digits.parse().ok()?, kind))
     }
-    let kind = [
-        SegmentFile::Log,
-        SegmentFile::OffsetIndex,
-        SegmentFile::TimeIndex,
-    ]
-    .into_iter()
-    .find(|kind| kind.extension() == extension)?;
-    Some((digits.parse().ok()?, kind))
 }
 
 /// What a shard directory holds, sorted out by role.
@@ -89,7 +98,7 @@ pub(crate) fn list(dir: &Path) -> Result<Listing, Error> {
             listing.clean_shutdown = true;
         } else if name.ends_with(TMP_SUFFIX) {
             listing.tmp_files.push(entry.path());
-        } else if let Some((base_offset, kind)) = parse_segment_file_name(name) {
+        } else if let Some((base_offset, kind)) = SegmentFile::parse(name) {
             match kind {
                 SegmentFile::Log => listing.log_base_offsets.push(base_offset),
                 SegmentFile::OffsetIndex | SegmentFile::TimeIndex => {
@@ -103,16 +112,10 @@ pub(crate) fn list(dir: &Path) -> Result<Listing, Error> {
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old file or the whole
-/// new one: write a temp file, fsync it, rename it over. The caller fsyncs the directory
-/// when the rename itself must survive a crash.
+/// new one (`shardline_durable::replace`). The caller fsyncs the directory when the
+/// rename itself must survive a crash.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(TMP_SUFFIX);
-    let tmp = PathBuf::from(tmp_name);
-    let mut file = File::create(&tmp).map_err(Error::io("creating", &tmp))?;
-    file.write_all(bytes).map_err(Error::io("writing", &tmp))?;
-    file.sync_all().map_err(Error::io("syncing", &tmp))?;
-    fs::rename(&tmp, path).map_err(Error::io("renaming into place", path))
+    shardline_durable::replace(path, bytes, DirSync::No).map_err(Error::from)
 }
 
 /// Writes `bytes` to `path` without any durability promise: for files whose loss or
@@ -123,9 +126,7 @@ pub(crate) fn write_best_effort(path: &Path, bytes: &[u8]) -> Result<(), Error> 
 
 /// Makes file creations, renames and removals in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(Error::io("syncing directory", dir))
+    shardline_durable::sync_dir(dir).map_err(Error::from)
 }
 
 /// Removes a file; one that is already gone counts as removed.
@@ -178,7 +179,7 @@ mod tests {
                 let path = kind.path(dir, base_offset);
                 let name = path.file_name().unwrap().to_str().unwrap();
                 assert_eq!(name.split_once('.').unwrap().0.len(), 20);
-                assert_eq!(parse_segment_file_name(name), Some((base_offset, kind)));
+                assert_eq!(SegmentFile::parse(name), Some((base_offset, kind)));
             }
         }
         assert_eq!(
@@ -198,7 +199,7 @@ mod tests {
             ".clean_shutdown",
             "99999999999999999999.log",
         ] {
-            assert_eq!(parse_segment_file_name(name), None, "{name}");
+            assert_eq!(SegmentFile::parse(name), None, "{name}");
         }
     }
 

@@ -42,4 +42,5 @@ mod shard_log;
 pub use config::LogConfig;
 pub use error::{CorruptReason, Error, InvalidBatch};
 pub use index::{IndexFileError, OffsetIndexFile};
+pub use layout::SegmentFile;
 pub use shard_log::{AppendInfo, SegmentInfo, ShardLog, SyncHandle};

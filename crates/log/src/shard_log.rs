@@ -124,7 +124,8 @@ impl ShardLog {
         first_offset: u64,
     ) -> Result<ShardLog, Error> {
         config.validate()?;
-        std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
+        // Durably: a shard reported created must still have its directory after a crash.
+        shardline_durable::create_dir(dir)?;
         let lock = layout::lock_dir(dir)?;
         let listing = layout::list(dir)?;
         for tmp in &listing.tmp_files {

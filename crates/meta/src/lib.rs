@@ -19,10 +19,10 @@ pub mod offsets;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use shardline_durable::DirSync;
 
 pub use offsets::{
     CommittedOffset, CorruptReason, DecodeError, OFFSETS_FORMAT_VERSION, OffsetMap, OffsetRecord,
@@ -108,6 +108,15 @@ impl Error {
     }
 }
 
+impl From<shardline_durable::DurableError> for Error {
+    fn from(error: shardline_durable::DurableError) -> Error {
+        Error::Io {
+            path: error.path,
+            source: error.source,
+        }
+    }
+}
+
 /// One shard as stored. Hash keys are decimal strings, as Kinesis prints them, because
 /// JSON numbers cannot hold 128 bits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,11 +194,8 @@ impl MetaStore {
     /// `new_cluster_id` if there is none.
     pub fn open(data_dir: &Path, new_cluster_id: &str) -> Result<MetaStore, Error> {
         let dir = data_dir.join("meta");
-        fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let tmp = dir.join("metadata.json.tmp");
+        shardline_durable::create_dir(&dir)?;
+        let tmp = shardline_durable::tmp_path(&dir.join(DOCUMENT_FILE));
         if tmp.exists() {
             // A crash between write and rename: the old document is still whole.
             fs::remove_file(&tmp).map_err(|source| Error::Io {
@@ -300,31 +306,15 @@ pub fn install_document(data_dir: &Path, bytes: &[u8]) -> Result<(), Error> {
             supported: FORMAT_VERSION,
         });
     }
-    fs::create_dir_all(&dir).map_err(|source| Error::Io {
-        path: dir.clone(),
-        source,
-    })?;
+    shardline_durable::create_dir(&dir)?;
     write_atomically(&dir, bytes)
 }
 
-/// Writes the document in `dir` durably: temp file, fsync, rename, fsync the directory,
-/// so a crash leaves the old document or the new one, never a torn one.
+/// Writes the document in `dir` durably (`shardline_durable::replace`: temp file, fsync,
+/// rename, fsync the directory), so a crash leaves the old document or the new one,
+/// never a torn one.
 fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = dir.join("metadata.json.tmp");
-    let path = dir.join(DOCUMENT_FILE);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    shardline_durable::replace(&dir.join(DOCUMENT_FILE), bytes, DirSync::Yes).map_err(Error::from)
 }
 
 #[cfg(test)]

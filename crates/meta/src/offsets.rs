@@ -77,7 +77,7 @@ const FRAME_HEADER_BYTES: usize = 8;
 const GENERATION_DIGITS: usize = 20;
 const LOG_EXTENSION: &str = "log";
 const SNAPSHOT_EXTENSION: &str = "snapshot";
-const TMP_SUFFIX: &str = ".tmp";
+use shardline_durable::TMP_SUFFIX;
 /// Length value that encodes a `None` metadata string.
 const NULL_LENGTH: u32 = u32::MAX;
 
@@ -686,9 +686,7 @@ fn list(dir: &Path) -> Result<Listing, Error> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(Error::io(dir))
+    shardline_durable::sync_dir(dir).map_err(Error::from)
 }
 
 /// Creates (or empties) a log holding only a header, and fsyncs it.
@@ -871,7 +869,7 @@ impl OffsetStore {
     /// tail is truncated, and damage that recovery must not repair is an error.
     pub fn open(data_dir: &Path, config: OffsetStoreConfig) -> Result<OffsetStore, Error> {
         let dir = data_dir.join("meta").join("offsets");
-        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        shardline_durable::create_dir(&dir)?;
         let listing = list(&dir)?;
         for tmp in &listing.tmp_files {
             warn!(file = %tmp.display(), "removing leftover temporary offsets file");
@@ -1025,9 +1023,7 @@ impl OffsetStore {
         self.check_not_failed()?;
         let next = self.generation + 1;
         let snapshot_path = FileKind::Snapshot.path(&self.dir, next);
-        let mut tmp_name = snapshot_path.clone().into_os_string();
-        tmp_name.push(TMP_SUFFIX);
-        let tmp_path = PathBuf::from(tmp_name);
+        let tmp_path = shardline_durable::tmp_path(&snapshot_path);
         let written = self.write_snapshot(&tmp_path).and_then(|()| match last {
             CompactionStep::WriteSnapshot => Ok(()),
             _ => fs::rename(&tmp_path, &snapshot_path).map_err(Error::io(&snapshot_path)),

@@ -10,32 +10,15 @@ use object_store::path::Path;
 
 use crate::Error;
 
-/// Base offsets are printed with this many digits so names sort like numbers (as on
-/// local disk).
-const OFFSET_DIGITS: usize = 20;
 const STREAMS: &str = "streams";
 const DOCUMENTS: &str = "documents";
 const UPLOADS: &str = "uploads";
 const PROBES: &str = "probes";
 const MANIFEST_FILE: &str = "manifest.json";
 
-/// The three objects of a remote segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SegmentObject {
-    Log,
-    OffsetIndex,
-    TimeIndex,
-}
-
-impl SegmentObject {
-    fn extension(self) -> &'static str {
-        match self {
-            SegmentObject::Log => "log",
-            SegmentObject::OffsetIndex => "index",
-            SegmentObject::TimeIndex => "timeindex",
-        }
-    }
-}
+/// The objects of a remote segment are named as the log names its files
+/// (`shardline_log::SegmentFile`): one scheme wherever a segment lives.
+pub(crate) use shardline_log::SegmentFile as SegmentObject;
 
 /// Maps names to keys under the configured prefix.
 #[derive(Debug, Clone)]
@@ -66,27 +49,13 @@ impl Layout {
     }
 
     pub(crate) fn segment_key(shard_key: &str, base_offset: u64, object: SegmentObject) -> String {
-        format!(
-            "{STREAMS}/{shard_key}/{base_offset:0OFFSET_DIGITS$}.{}",
-            object.extension()
-        )
+        format!("{STREAMS}/{shard_key}/{}", object.name(base_offset))
     }
 
     /// The base offset of a segment object's key, if it is one (of any of the three kinds).
     pub(crate) fn segment_base_offset(key: &str) -> Option<u64> {
         let name = key.rsplit('/').next()?;
-        let (digits, extension) = name.split_once('.')?;
-        let known = [
-            SegmentObject::Log,
-            SegmentObject::OffsetIndex,
-            SegmentObject::TimeIndex,
-        ]
-        .iter()
-        .any(|object| object.extension() == extension);
-        if !known || digits.len() != OFFSET_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok()
+        SegmentObject::parse(name).map(|(base_offset, _)| base_offset)
     }
 
     pub(crate) fn manifest_key(shard_key: &str) -> String {
