@@ -663,3 +663,41 @@ async fn a_reshard_that_cannot_be_saved_changes_nothing() {
     assert_eq!(append(&broker, "f", 1, 1, &[b"child"]).await, 0);
     broker.shutdown().await;
 }
+
+/// One shard that cannot be tiered (its sealed segment's file is gone) must not stop
+/// the other streams' uploads: the pass goes on, counts the failure and reports it.
+#[tokio::test]
+async fn a_tiering_pass_goes_on_past_a_failing_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::with_data_dir(dir.path().to_path_buf());
+    config.tier = Some(shardline_tier::TierConfig::new("memory://"));
+    config.tier_upload_interval_ms = 3_600_000;
+    let broker = Broker::open(config).await.unwrap();
+    let configs = BTreeMap::from([("segment.bytes".to_owned(), "1024".to_owned())]);
+    let value = vec![b'v'; 600];
+    let now = broker.now_ms();
+    // "a" sorts first, so a pass that stopped at the first failure would skip "b".
+    for name in ["a", "b"] {
+        broker
+            .create_stream(name, 1, configs.clone(), false)
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            append(&broker, name, 0, now, &[&value]).await;
+        }
+    }
+    let broken = stream_dir(dir.path(), "a").join("000000/00000000000000000000.log");
+    std::fs::remove_file(&broken).unwrap();
+    assert!(
+        broker.tier_pass(now).await.is_err(),
+        "the failure is reported"
+    );
+    let (stream, index) = broker.shard("b", 0).unwrap();
+    assert_eq!(
+        stream.shards[index].shard.remote_range(),
+        Some((0, 3)),
+        "the healthy stream was tiered all the same"
+    );
+    assert_eq!(broker.pass_failures(), 1);
+    broker.shutdown().await;
+}
