@@ -14,6 +14,14 @@ async fn open(data_dir: &Path) -> Broker {
         .unwrap()
 }
 
+/// A broker tiering to an in-memory store, its passes driven by hand.
+async fn open_tiered(data_dir: &Path) -> Broker {
+    let mut config = BrokerConfig::with_data_dir(data_dir.to_path_buf());
+    config.tier = Some(shardline_tier::TierConfig::new("memory://"));
+    config.tier_upload_interval_ms = 3_600_000;
+    Broker::open(config).await.unwrap()
+}
+
 async fn restart(broker: Broker, data_dir: &Path) -> Broker {
     broker.shutdown().await;
     drop(broker);
@@ -435,11 +443,7 @@ async fn retention_bytes_bounds_the_local_log_oldest_first() {
 #[tokio::test]
 async fn retention_bytes_with_tiering_bounds_local_and_remote_together() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::with_data_dir(dir.path().to_path_buf());
-    config.tier = Some(shardline_tier::TierConfig::new("memory://"));
-    // Passes are driven by hand below.
-    config.tier_upload_interval_ms = 3_600_000;
-    let broker = Broker::open(config).await.unwrap();
+    let broker = open_tiered(dir.path()).await;
     // One ~670-byte batch per 1 KiB segment; uploaded segments keep their local copies.
     let configs = BTreeMap::from([
         ("segment.bytes".to_owned(), "1024".to_owned()),
@@ -669,10 +673,7 @@ async fn a_reshard_that_cannot_be_saved_changes_nothing() {
 #[tokio::test]
 async fn a_tiering_pass_goes_on_past_a_failing_shard() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::with_data_dir(dir.path().to_path_buf());
-    config.tier = Some(shardline_tier::TierConfig::new("memory://"));
-    config.tier_upload_interval_ms = 3_600_000;
-    let broker = Broker::open(config).await.unwrap();
+    let broker = open_tiered(dir.path()).await;
     let configs = BTreeMap::from([("segment.bytes".to_owned(), "1024".to_owned())]);
     let value = vec![b'v'; 600];
     let now = broker.now_ms();
