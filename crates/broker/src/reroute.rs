@@ -102,7 +102,7 @@ impl Broker {
             .into_iter()
             .map(|(child, group)| {
                 let batch = shardline_records::encode_batch(spec, &group)?;
-                Ok((child, BytesMut::from(&batch[..])))
+                Ok((child, BytesMut::from(Bytes::from(batch))))
             })
             .collect()
     }
