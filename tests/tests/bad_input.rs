@@ -456,6 +456,63 @@ async fn hostile_batches_to_a_closed_partition_are_refused_and_nothing_stops() {
     server.stop().await;
 }
 
+/// An open partition stores batches verbatim, so it must not trust their record counts:
+/// before, one 70-byte batch claiming 2^31 records moved the offsets by 2^31 and put
+/// weeks of throttle debt on the shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_whose_counts_lie_are_refused_by_an_open_partition() {
+    use shardline_records::Compression;
+    const INVALID_RECORD: i16 = 87;
+    let server = TestServer::start().await;
+    server
+        .broker()
+        .create_stream("open", 2, Default::default(), false)
+        .await
+        .unwrap();
+    let addr = server.kafka_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut client = RawClient::connect(addr).unwrap();
+        let lying = claiming(build_simple_batch(1, &[b"x"]), i32::MAX);
+        let short = claiming(build_simple_batch(1, &[b"x", b"y"]), 3);
+        // A compressed batch whose inside holds one record fewer than its header says.
+        let records: Vec<shardline_records::Record> = (0..2)
+            .map(|delta| shardline_records::Record {
+                attributes: 0,
+                timestamp: 1,
+                offset_delta: delta,
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: Vec::new(),
+            })
+            .collect();
+        let spec = shardline_records::BatchSpec {
+            compression: Compression::Lz4,
+            ..Default::default()
+        };
+        let compressed_lie = claiming(shardline_records::encode_batch(&spec, &records).unwrap(), 3);
+        let gzip = bomb(Compression::Gzip, 40);
+        for (correlation_id, hostile) in
+            [(30, lying), (31, short), (32, compressed_lie), (33, gzip)]
+        {
+            let good = build_simple_batch(1, &[b"neighbour"]);
+            let body = produce_body("open", vec![(0, hostile), (1, good)]);
+            let answers = produce(&mut client, correlation_id, &body);
+            assert_eq!(answers[0].1, INVALID_RECORD, "request {correlation_id}");
+            assert_eq!(answers[1].1, 0, "the neighbour is stored");
+        }
+        // An honest compressed batch is still stored, at offset 0: nothing moved.
+        let honest = shardline_records::encode_batch(&spec, &records).unwrap();
+        let answers = produce(&mut client, 34, &produce_body("open", vec![(0, honest)]));
+        assert_eq!((answers[0].1, answers[0].2), (0, 0));
+        assert_alive(addr);
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.broker().offsets("open", 0).unwrap(), (0, 2));
+    assert_eq!(server.broker().offsets("open", 1).unwrap(), (0, 4));
+    server.stop().await;
+}
+
 /// Reads from `stream` until the server closes it (or 10 s pass: then it did not).
 fn read_until_closed(stream: &mut std::net::TcpStream) -> (bool, Vec<u8>) {
     use std::io::Read;

@@ -45,9 +45,10 @@ pub struct BrokerConfig {
     /// Check each batch's CRC again when it is read back from disk (hardware CRC-32C
     /// makes this cheap, and it turns silent disk corruption into a clear error).
     pub verify_crc_on_read: bool,
-    /// Most bytes a compressed batch may inflate to when the engine decodes it (records
-    /// sent to a closed shard are decoded to be re-routed). A batch over it is refused
-    /// whole, having cost at most this much memory.
+    /// Most bytes a compressed batch may inflate to when the engine looks inside it
+    /// (every append is checked record by record; records sent to a closed shard are
+    /// decoded to be re-routed). A batch over it is refused whole, having cost at most
+    /// this much memory.
     pub decompressed_batch_bytes_max: usize,
     /// UpdateShardCount may change the open shard count by at most this factor up or down
     /// (Kinesis: 2).

@@ -3,6 +3,8 @@
 //! long-poll wake-ups and idempotent-producer ids.
 
 use super::*;
+use shardline_core::batch::Compression;
+use shardline_records::{BatchSummary, DecodeLimits};
 
 impl Broker {
     /// Validates one record batch and queues it for `shard`. Calls made in order from one
@@ -55,7 +57,8 @@ impl Broker {
                 limit,
             });
         }
-        let header = BatchHeader::parse_and_verify(&batch)?;
+        let (batch, summary) = self.check_batch(batch).await?;
+        let header = summary.header;
         if header.total_len() != batch.len() {
             return Err(Error::InvalidBatch(
                 "exactly one record batch per partition is allowed".to_owned(),
@@ -75,7 +78,7 @@ impl Broker {
         let now = self.now_ms();
         let throttle_ms = slot
             .shard
-            .charge_write(batch.len() as u64, header.record_count as u64, now, refuse)
+            .charge_write(batch.len() as u64, summary.records as u64, now, refuse)
             .map_err(|wait_ms| Error::Throttled {
                 stream: stream.info.name.clone(),
                 shard: index as u32,
@@ -86,7 +89,7 @@ impl Broker {
         }
         self.inner
             .appended_records
-            .fetch_add(header.record_count as u64, Ordering::Relaxed);
+            .fetch_add(summary.records as u64, Ordering::Relaxed);
         self.inner
             .appended_bytes
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -110,6 +113,30 @@ impl Broker {
             reply: receiver,
             throttle_ms,
         })
+    }
+
+    /// Checks a batch before it is stored verbatim: its header and CRC, and every record
+    /// against the header's count and offset deltas, so the count that offsets and
+    /// throttles go by is the count really present. A compressed batch is inflated within
+    /// [`BrokerConfig::decompressed_batch_bytes_max`] off the async workers (as Kafka's
+    /// broker does, it looks inside); an uncompressed one is walked in place.
+    async fn check_batch(&self, batch: BytesMut) -> Result<(BytesMut, BatchSummary), Error> {
+        let limits = DecodeLimits {
+            decompressed_bytes_max: self.inner.config.decompressed_batch_bytes_max,
+        };
+        let compressed = BatchHeader::parse(&batch)
+            .is_ok_and(|header| header.compression() != Compression::None);
+        if !compressed {
+            let summary = shardline_records::check_batch(&batch, limits)?;
+            return Ok((batch, summary));
+        }
+        let (batch, checked) = tokio::task::spawn_blocking(move || {
+            let checked = shardline_records::check_batch(&batch, limits);
+            (batch, checked)
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("batch check task failed: {error}")))?;
+        Ok((batch, checked?))
     }
 
     /// The error for an append that found its shard's queue closed. Outside shutdown that

@@ -47,15 +47,7 @@ fn section(
         Compression::None => Ok(raw),
         Compression::Unknown(id) => Err(RecordsError::UnknownCodec(id)),
         codec => {
-            // A compressed section cannot hold more records than its limit allows, so a
-            // lying count fails before anything is inflated.
-            let most = limits.decompressed_bytes_max / RECORD_LEN_MIN;
-            if usize::try_from(header.record_count).is_ok_and(|count| count > most) {
-                return Err(RecordsError::CountMismatch {
-                    claimed: header.record_count,
-                    found: most,
-                });
-            }
+            refuse_count_past_limit(header, limits)?;
             Ok(Bytes::from(codec::decompress(
                 codec,
                 &raw,
@@ -63,6 +55,19 @@ fn section(
             )?))
         }
     }
+}
+
+/// A compressed section cannot hold more records than its limit allows, so a lying count
+/// fails before anything is inflated.
+fn refuse_count_past_limit(header: &BatchHeader, limits: DecodeLimits) -> Result<(), RecordsError> {
+    let most = limits.decompressed_bytes_max / RECORD_LEN_MIN;
+    if usize::try_from(header.record_count).is_ok_and(|count| count > most) {
+        return Err(RecordsError::CountMismatch {
+            claimed: header.record_count,
+            found: most,
+        });
+    }
+    Ok(())
 }
 
 /// Decodes the one batch at the start of `bytes`: header, CRC, then every record,
@@ -82,14 +87,22 @@ pub fn decode_batch(bytes: &Bytes, limits: DecodeLimits) -> Result<DecodedBatch,
 }
 
 /// Checks the one batch at the start of `bytes` as [`decode_batch`] does, keeping none
-/// of its records: what a write path runs before storing a batch verbatim.
-pub fn check_batch(bytes: &Bytes, limits: DecodeLimits) -> Result<BatchSummary, RecordsError> {
+/// of its records and copying nothing of an uncompressed batch: what a write path runs
+/// before storing a batch verbatim.
+pub fn check_batch(bytes: &[u8], limits: DecodeLimits) -> Result<BatchSummary, RecordsError> {
     let header = BatchHeader::parse_and_verify(bytes)?;
-    let section = section(bytes, &header, limits)?;
-    let mut records = 0;
-    record::walk(&section, header.record_count, header.base_timestamp, |_| {
-        records += 1
-    })?;
+    let raw = &bytes[HEADER_LEN..header.total_len()];
+    let inflated;
+    let section = match header.compression() {
+        Compression::None => raw,
+        Compression::Unknown(id) => return Err(RecordsError::UnknownCodec(id)),
+        codec => {
+            refuse_count_past_limit(&header, limits)?;
+            inflated = codec::decompress(codec, raw, limits.decompressed_bytes_max)?;
+            &inflated[..]
+        }
+    };
+    let records = record::check(section, header.record_count, header.base_timestamp)?;
     Ok(BatchSummary {
         header,
         records,

@@ -16,6 +16,8 @@
 //! Parsing never trusts a length or a count: each is checked against the bytes left
 //! before anything is sized from it.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use crate::RecordsError;
@@ -164,6 +166,16 @@ pub(crate) fn put<R: EncodeRecord + ?Sized>(
     }
 }
 
+/// Where one record's fields lie within its section (byte ranges), as parsed and checked
+/// by [`parse_one`]; a [`Record`] is built from it by slicing the section's buffer.
+struct Spans {
+    attributes: i8,
+    timestamp: i64,
+    offset_delta: i32,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+}
+
 /// Walks a records section, checking every record and handing each to `each` in order.
 /// `claimed` is the header's record count: the section must hold exactly that many
 /// records, numbered 0, 1, 2, … by offset delta, with nothing after the last.
@@ -172,6 +184,53 @@ pub(crate) fn walk(
     claimed: i32,
     base_timestamp: i64,
     mut each: impl FnMut(Record),
+) -> Result<(), RecordsError> {
+    let mut headers = Vec::new();
+    walk_spans(
+        section,
+        claimed,
+        base_timestamp,
+        Some(&mut headers),
+        |spans, headers| {
+            let slice = |range: Range<usize>| section.slice(range);
+            each(Record {
+                attributes: spans.attributes,
+                timestamp: spans.timestamp,
+                offset_delta: spans.offset_delta,
+                key: spans.key.map(slice),
+                value: spans.value.map(slice),
+                headers: headers
+                    .drain(..)
+                    .map(|(key, value)| Header {
+                        key: slice(key),
+                        value: value.map(slice),
+                    })
+                    .collect(),
+            })
+        },
+    )
+}
+
+/// Checks a records section as [`walk`] does, building nothing: the write path's check
+/// of a batch it stores verbatim. Returns the number of records (the claimed count).
+pub(crate) fn check(
+    section: &[u8],
+    claimed: i32,
+    base_timestamp: i64,
+) -> Result<usize, RecordsError> {
+    let mut records = 0;
+    walk_spans(section, claimed, base_timestamp, None, |_, _| records += 1)?;
+    Ok(records)
+}
+
+type HeaderSpans = Vec<(Range<usize>, Option<Range<usize>>)>;
+
+fn walk_spans(
+    section: &[u8],
+    claimed: i32,
+    base_timestamp: i64,
+    mut headers: Option<&mut HeaderSpans>,
+    mut each: impl FnMut(Spans, &mut HeaderSpans),
 ) -> Result<(), RecordsError> {
     let claimed_count =
         usize::try_from(claimed).map_err(|_| RecordsError::CountMismatch { claimed, found: 0 })?;
@@ -183,6 +242,7 @@ pub(crate) fn walk(
             found: section.len() / RECORD_LEN_MIN,
         });
     }
+    let mut none = Vec::new();
     let mut at = 0;
     let mut index = 0;
     while at < section.len() {
@@ -192,14 +252,20 @@ pub(crate) fn walk(
                 found: index + 1,
             });
         }
-        let record = parse_one(section, &mut at, index, base_timestamp)?;
-        if record.offset_delta != index as i32 {
+        let spans = parse_one(
+            section,
+            &mut at,
+            index,
+            base_timestamp,
+            headers.as_deref_mut(),
+        )?;
+        if spans.offset_delta != index as i32 {
             return Err(RecordsError::OffsetDelta {
                 index,
-                found: record.offset_delta,
+                found: spans.offset_delta,
             });
         }
-        each(record);
+        each(spans, headers.as_deref_mut().unwrap_or(&mut none));
         index += 1;
     }
     if index != claimed_count {
@@ -211,12 +277,15 @@ pub(crate) fn walk(
     Ok(())
 }
 
+/// Parses the record at `*at`, checking every length against the bytes left; header
+/// spans go to `headers` when given (a check keeps none).
 fn parse_one(
-    section: &Bytes,
+    section: &[u8],
     at: &mut usize,
     index: usize,
     base_timestamp: i64,
-) -> Result<Record, RecordsError> {
+    mut headers: Option<&mut HeaderSpans>,
+) -> Result<Spans, RecordsError> {
     let malformed = |reason: &'static str| RecordsError::Malformed { index, reason };
     let varint_error = |error: VarintError| match error {
         VarintError::Truncated => malformed("truncated varint"),
@@ -228,44 +297,52 @@ fn parse_one(
         return Err(malformed("record length runs past the batch"));
     }
     let end = *at + length;
-    let body = section.slice(..end);
+    let body = &section[..end];
     let attributes = *body.get(*at).ok_or_else(|| malformed("empty record"))? as i8;
     *at += 1;
-    let timestamp_delta = varint::get_i64(&body, at).map_err(varint_error)?;
+    let timestamp_delta = varint::get_i64(body, at).map_err(varint_error)?;
     let timestamp = base_timestamp
         .checked_add(timestamp_delta)
         .ok_or_else(|| malformed("timestamp overflows"))?;
-    let offset_delta = varint::get_i32(&body, at).map_err(varint_error)?;
-    let key = nullable(&body, at, index)?;
-    let value = nullable(&body, at, index)?;
-    let header_count = varint::get_i32(&body, at).map_err(varint_error)?;
+    let offset_delta = varint::get_i32(body, at).map_err(varint_error)?;
+    let key = nullable(body, at, index)?;
+    let value = nullable(body, at, index)?;
+    let header_count = varint::get_i32(body, at).map_err(varint_error)?;
     let header_count =
         usize::try_from(header_count).map_err(|_| malformed("negative header count"))?;
     // Each header takes at least two bytes (two one-byte lengths).
     if header_count > (end - *at) / 2 {
         return Err(malformed("header count runs past the record"));
     }
-    let mut headers = Vec::with_capacity(header_count);
+    if let Some(headers) = headers.as_deref_mut() {
+        headers.clear();
+        headers.reserve(header_count);
+    }
     for _ in 0..header_count {
-        let key = nullable(&body, at, index)?.ok_or_else(|| malformed("null header key"))?;
-        let value = nullable(&body, at, index)?;
-        headers.push(Header { key, value });
+        let key = nullable(body, at, index)?.ok_or_else(|| malformed("null header key"))?;
+        let value = nullable(body, at, index)?;
+        if let Some(headers) = headers.as_deref_mut() {
+            headers.push((key, value));
+        }
     }
     if *at != end {
         return Err(malformed("record length disagrees with its fields"));
     }
-    Ok(Record {
+    Ok(Spans {
         attributes,
         timestamp,
         offset_delta,
         key,
         value,
-        headers,
     })
 }
 
-/// Reads a varint length and that many bytes; -1 is null.
-fn nullable(body: &Bytes, at: &mut usize, index: usize) -> Result<Option<Bytes>, RecordsError> {
+/// Reads a varint length and that many bytes' span; -1 is null.
+fn nullable(
+    body: &[u8],
+    at: &mut usize,
+    index: usize,
+) -> Result<Option<Range<usize>>, RecordsError> {
     let malformed = |reason: &'static str| RecordsError::Malformed { index, reason };
     let length = varint::get_i32(body, at).map_err(|_| malformed("bad length varint"))?;
     if length == -1 {
@@ -275,7 +352,7 @@ fn nullable(body: &Bytes, at: &mut usize, index: usize) -> Result<Option<Bytes>,
     if length > body.len() - *at {
         return Err(malformed("field runs past the record"));
     }
-    let bytes = body.slice(*at..*at + length);
+    let span = *at..*at + length;
     *at += length;
-    Ok(Some(bytes))
+    Ok(Some(span))
 }
