@@ -2,15 +2,15 @@
 //! closed connection, the server keeps serving everyone else, and nothing another request
 //! wrote is lost.
 
-use std::net::SocketAddr;
+mod raw;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest,
-    ProduceResponse, ResponseHeader, SaslHandshakeResponse, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ResponseHeader,
+    SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use raw::{assert_alive, encode, produce, produce_body};
 use shardline_core::batch::write_crc;
 use shardline_records::build_simple_batch;
 use shardline_testkit::{RawClient, TestServer, request_frame};
@@ -20,64 +20,6 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const UNSUPPORTED_VERSION: i16 = 35;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-
-fn encode<M: Encodable>(message: &M, version: i16) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    message.encode(&mut out, version).expect("encodable");
-    out.to_vec()
-}
-
-/// The server still answers a fresh connection: it survived whatever came before.
-fn assert_alive(addr: SocketAddr) {
-    let mut client = RawClient::connect(addr).unwrap();
-    client
-        .send_request(
-            ApiKey::ApiVersions as i16,
-            0,
-            99,
-            &encode(&ApiVersionsRequest::default(), 0),
-        )
-        .unwrap();
-    let frame = client.read_frame().unwrap().expect("an ApiVersions answer");
-    assert_eq!(i32::from_be_bytes(frame[0..4].try_into().unwrap()), 99);
-}
-
-fn produce_body(topic: &str, partitions: Vec<(i32, Vec<u8>)>) -> Vec<u8> {
-    let data = partitions
-        .into_iter()
-        .map(|(index, records)| {
-            PartitionProduceData::default()
-                .with_index(index)
-                .with_records(Some(Bytes::from(records)))
-        })
-        .collect();
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_partition_data(data),
-        ]);
-    encode(&request, 8)
-}
-
-/// Sends a Produce v8 and returns (partition, error code, base offset) per partition.
-fn produce(client: &mut RawClient, correlation_id: i32, body: &[u8]) -> Vec<(i32, i16, i64)> {
-    client
-        .send_request(ApiKey::Produce as i16, 8, correlation_id, body)
-        .unwrap();
-    let frame = client.read_frame().unwrap().expect("a produce answer");
-    let mut bytes = Bytes::from(frame);
-    let header = ResponseHeader::decode(&mut bytes, 0).unwrap();
-    assert_eq!(header.correlation_id, correlation_id);
-    let response = ProduceResponse::decode(&mut bytes, 8).unwrap();
-    response.responses[0]
-        .partition_responses
-        .iter()
-        .map(|partition| (partition.index, partition.error_code, partition.base_offset))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_close_only_their_own_connection() {
@@ -584,4 +526,96 @@ async fn http_connections_are_capped_and_idle_or_slow_ones_closed() {
     .await
     .unwrap();
     server.stop().await;
+}
+
+/// Mounts a 16 MiB tmpfs on `$SHARDLINE_TMPFS` in a private mount namespace, then runs
+/// the server there. A watcher fills the file system when `$CONTROL/fill` is written and
+/// frees it when `$CONTROL/free` is, touching `filled` / `freed` when done.
+const FULL_DISK_SCRIPT: &str = r#"set -e
+mount -t tmpfs -o size=16m tmpfs "$SHARDLINE_TMPFS"
+timeout 300 sh -c '
+  read go < "$1/fill"
+  dd if=/dev/zero of="$2/filler" bs=64k 2>/dev/null || true
+  touch "$1/filled"
+  read go < "$1/free"
+  rm -f "$2/filler"
+  touch "$1/freed"
+' watcher "$CONTROL" "$SHARDLINE_TMPFS" </dev/null >/dev/null 2>&1 &
+exec "$@"
+"#;
+
+fn wait_for_file(path: &std::path::Path) {
+    for _ in 0..600 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} did not appear within 30 s", path.display());
+}
+
+/// A real full disk (a small tmpfs): appends get KAFKA_STORAGE_ERROR — an answer, not a
+/// hang — the server stays up, and once space is back appends resume without a restart,
+/// at the next offset.
+#[test]
+fn a_full_disk_answers_kafka_storage_error_and_heals_when_space_is_back() {
+    const KAFKA_STORAGE_ERROR: i16 = 56;
+    let namespaces = std::process::Command::new("unshare")
+        .args(["-rm", "true"])
+        .status();
+    assert!(
+        namespaces.is_ok_and(|status| status.success()),
+        "this test needs `unshare -rm` (user and mount namespaces) to mount a small tmpfs"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let control = dir.path().join("control");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&control).unwrap();
+    for fifo in ["fill", "free"] {
+        let made = std::process::Command::new("mkfifo")
+            .arg(control.join(fifo))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    let server = shardline_testkit::ServerProcess::spawn_under(
+        &["unshare", "-rm", "sh", "-c", FULL_DISK_SCRIPT, "sh"],
+        &data,
+        &["--auto-create-topics"],
+        &[
+            ("SHARDLINE_TMPFS", data.display().to_string()),
+            ("CONTROL", control.display().to_string()),
+        ],
+    )
+    .expect("server starts on its tmpfs");
+    let mut client = RawClient::connect(server.kafka_addr).unwrap();
+    let batch = || {
+        let value = vec![b'v'; 32 * 1024];
+        build_simple_batch(1, &[&value])
+    };
+    let answers = produce(&mut client, 1, &produce_body("full", vec![(0, batch())]));
+    assert_eq!(answers[0], (0, 0, 0));
+
+    std::fs::write(control.join("fill"), "go\n").unwrap();
+    wait_for_file(&control.join("filled"));
+    for correlation_id in [2, 3] {
+        let answers = produce(
+            &mut client,
+            correlation_id,
+            &produce_body("full", vec![(0, batch())]),
+        );
+        assert_eq!(
+            answers[0].1, KAFKA_STORAGE_ERROR,
+            "request {correlation_id}"
+        );
+    }
+    assert_alive(server.kafka_addr);
+
+    std::fs::write(control.join("free"), "go\n").unwrap();
+    wait_for_file(&control.join("freed"));
+    let answers = produce(&mut client, 4, &produce_body("full", vec![(0, batch())]));
+    assert_eq!(answers[0], (0, 0, 1), "appends resume at the next offset");
+    let status = server.terminate().unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -295,3 +295,6 @@ impl Broker {
         Ok((producer_id, 0))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -565,8 +565,14 @@ impl Broker {
                         .log
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Err(error) = log.close() {
-                        warn!(stream = %stream.info.name, shard = slot.shard.index, %error, "clean close failed; recovery will scan on next start");
+                    match log.close() {
+                        Ok(()) => {}
+                        Err(shardline_log::Error::Failed { .. }) => {
+                            warn!(stream = %stream.info.name, shard = slot.shard.index, "shard had a storage failure: not marked clean, its next start scans it");
+                        }
+                        Err(error) => {
+                            warn!(stream = %stream.info.name, shard = slot.shard.index, %error, "clean close failed; recovery will scan on next start");
+                        }
                     }
                 }
             }

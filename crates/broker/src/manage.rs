@@ -554,6 +554,9 @@ impl Broker {
                             Ok(_) => {}
                             // A closed log (shutdown under way): leave it for the next pass.
                             Err(shardline_log::Error::Closed { .. }) => return Ok(0),
+                            // A failed log is never sealed (its next open scans it), but
+                            // its sealed segments may still expire below.
+                            Err(shardline_log::Error::Failed { .. }) => {}
                             Err(error) => return Err(error.into()),
                         }
                     }

@@ -355,6 +355,9 @@ impl Shard {
                 if let Err(Error::Log(error)) = &outcome
                     && error.is_fatal()
                 {
+                    // The log refuses to be sealed or marked clean from now on, whoever
+                    // asks (shutdown, retention, a reshard), so its next open scans it.
+                    log.mark_failed();
                     self.fail(error.to_string());
                 }
                 answered.push((request.reply, outcome));

@@ -89,6 +89,23 @@ pub enum Error {
         /// The shard directory.
         path: PathBuf,
     },
+    /// The file system is full: the batch (or the roll before it) was not written, and
+    /// nothing already stored is affected. Appends succeed again once there is space;
+    /// this is not a failure of the log (a *sync* that fails for lack of space is, as
+    /// any failed sync).
+    #[error("no space left for log {}", path.display())]
+    NoSpace {
+        /// The file that could not grow.
+        path: PathBuf,
+    },
+    /// A write or fsync of this log failed earlier. What the page cache holds is then
+    /// unknown (a failed fsync may have dropped dirty pages), so the log takes no more
+    /// appends, is never sealed or marked clean, and must be reopened, which scans it.
+    #[error("log {} had a storage failure and must be reopened", path.display())]
+    Failed {
+        /// The shard directory.
+        path: PathBuf,
+    },
 }
 
 /// Why `append` refused a buffer.
@@ -158,7 +175,10 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Error::Io { .. } | Error::Corrupt { .. } | Error::OffsetOverflow { .. }
+            Error::Io { .. }
+                | Error::Corrupt { .. }
+                | Error::OffsetOverflow { .. }
+                | Error::Failed { .. }
         )
     }
 

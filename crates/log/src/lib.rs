@@ -34,6 +34,7 @@
 
 mod config;
 mod error;
+pub mod faults;
 mod index;
 mod layout;
 mod segment;

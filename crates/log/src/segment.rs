@@ -321,6 +321,12 @@ impl Segment {
                 .set_len(position)
                 .and_then(|()| segment.file.sync_all())
                 .map_err(Error::io("truncating", &segment.log_path))?;
+        } else if mode == OpenMode::Recover {
+            // After a crash the tail may be in the page cache only (written, never
+            // synced, never acknowledged). It is about to be served as durable, so make
+            // it so first.
+            crate::faults::sync_data(&segment.file, &segment.log_path)
+                .map_err(Error::io("syncing", &segment.log_path))?;
         } else if mode == OpenMode::Sealed {
             // Sealed segments never change again, so one rebuild should be the last.
             segment.write_index_files(dir, layout::write_atomically)?;
@@ -395,8 +401,7 @@ impl Segment {
         self.file
             .set_len(self.size_bytes)
             .map_err(Error::io("truncating", &self.log_path))?;
-        self.file
-            .sync_data()
+        crate::faults::sync_data(&self.file, &self.log_path)
             .map_err(Error::io("syncing", &self.log_path))?;
         self.write_index_files(dir, layout::write_atomically)
     }
@@ -422,8 +427,9 @@ impl Segment {
             "the batch must carry the log end offset before it is written"
         );
         let position = self.size_bytes;
-        self.file
-            .write_all_at(batch, position)
+        // A failed write leaves `size_bytes` where it was, so whatever part of the batch
+        // reached the file is overwritten by the next append or cut off by a seal.
+        crate::faults::write_all_at(&self.file, batch, position, &self.log_path)
             .map_err(Error::io("writing", &self.log_path))?;
         self.index.observe(
             (base_offset - self.base_offset) as u32,

@@ -12,10 +12,15 @@
 //! - Only the last segment can have a torn tail. Without the clean-shutdown marker it is
 //!   scanned with CRC checks and truncated at the first bad batch; nothing after that
 //!   point was ever covered by a completed sync.
+//! - Once a write or an fsync has failed (through a [`SyncHandle`] too) the log is
+//!   *failed*: it refuses appends, rolls and [`ShardLog::close`], so it is never sealed
+//!   or marked clean, and its next open scans it (fsyncgate: a failed fsync may have
+//!   dropped dirty pages while the file still reads back fine).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use shardline_core::batch::BatchHeader;
@@ -37,6 +42,8 @@ pub struct ShardLog {
     /// Set by [`ShardLog::close`]: the clean-shutdown marker now vouches for the files, so
     /// nothing may be appended any more.
     closed: bool,
+    /// Set by the first failed write or fsync (shared with every [`SyncHandle`]).
+    failed: Arc<AtomicBool>,
 }
 
 /// Where an appended batch landed.
@@ -83,6 +90,7 @@ pub struct SyncHandle {
     file: Arc<File>,
     path: PathBuf,
     next_offset: u64,
+    failed: Arc<AtomicBool>,
 }
 
 impl SyncHandle {
@@ -95,12 +103,13 @@ impl SyncHandle {
     /// segments were synced when they were sealed, and the directory when this one was
     /// created, so this is all that is needed. Returns the now-durable next offset.
     ///
-    /// After an error the log must be treated as failed (reopened, which recovers it):
-    /// a failed fsync can drop dirty pages, so a retry proves nothing.
+    /// An error marks the log failed (see the module docs): a failed fsync can drop
+    /// dirty pages, so a retry proves nothing.
     pub fn sync(self) -> Result<u64, Error> {
-        self.file
-            .sync_data()
-            .map_err(Error::io("syncing", self.path))?;
+        if let Err(error) = crate::faults::sync_data(&self.file, &self.path) {
+            self.failed.store(true, Ordering::Release);
+            return Err(Error::io("syncing", self.path)(error));
+        }
         Ok(self.next_offset)
     }
 }
@@ -182,6 +191,7 @@ impl ShardLog {
             segments,
             _lock: lock,
             closed: false,
+            failed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -194,11 +204,7 @@ impl ShardLog {
     ///
     /// [`next_offset`]: ShardLog::next_offset
     pub fn append(&mut self, batch: &mut [u8], now_ms: i64) -> Result<AppendInfo, Error> {
-        if self.closed {
-            return Err(Error::Closed {
-                path: self.dir.clone(),
-            });
-        }
+        self.check_writable()?;
         let header = BatchHeader::parse(batch).map_err(|source| Error::InvalidBatch {
             source: InvalidBatch::Header(source),
         })?;
@@ -234,7 +240,10 @@ impl ShardLog {
             self.roll(now_ms)?;
         }
         let active = self.active_mut();
-        let position = active.append(batch, &header, now_ms)?;
+        let position = match active.append(batch, &header, now_ms) {
+            Ok(position) => position,
+            Err(error) => return Err(self.fail_unless_full(error)),
+        };
         Ok(AppendInfo {
             base_offset: next_offset,
             last_offset: next_offset + record_count - 1,
@@ -261,6 +270,11 @@ impl ShardLog {
 
     /// Seals the active segment and starts a new one at the log end offset.
     fn roll(&mut self, now_ms: i64) -> Result<(), Error> {
+        self.try_roll(now_ms)
+            .map_err(|error| self.fail_unless_full(error))
+    }
+
+    fn try_roll(&mut self, now_ms: i64) -> Result<(), Error> {
         let active = self.active();
         active.seal(&self.dir)?;
         let segment = Segment::create(
@@ -286,11 +300,7 @@ impl ShardLog {
     /// lies in sealed segments: what retention needs to delete the data of a shard that
     /// takes no more appends, or whose newest records have all expired.
     pub fn roll_now(&mut self, now_ms: i64) -> Result<bool, Error> {
-        if self.closed {
-            return Err(Error::Closed {
-                path: self.dir.clone(),
-            });
-        }
+        self.check_writable()?;
         if self.active().size_bytes() == 0 {
             return Ok(false);
         }
@@ -305,6 +315,7 @@ impl ShardLog {
             file: Arc::clone(active.file()),
             path: active.log_path().to_path_buf(),
             next_offset: active.next_offset(),
+            failed: Arc::clone(&self.failed),
         }
     }
 
@@ -432,16 +443,81 @@ impl ShardLog {
     /// clean-shutdown marker, so the next open skips the recovery scan. Takes `&mut self`
     /// so that an owner sharing the log behind a lock can close it in place; every later
     /// append fails with [`Error::Closed`], while reads keep working.
+    ///
+    /// A failed log is not closed: it answers [`Error::Failed`] and leaves no marker, so
+    /// its next open scans it.
     pub fn close(&mut self) -> Result<(), Error> {
         if self.closed {
             return Ok(());
         }
+        if self.is_failed() {
+            return Err(self.failed_error());
+        }
         self.closed = true;
-        self.active().seal(&self.dir)?;
-        // The indexes' renames must be durable before the marker vouches for them.
-        layout::sync_dir(&self.dir)?;
+        let sealed = self
+            .active()
+            .seal(&self.dir)
+            // The indexes' renames must be durable before the marker vouches for them.
+            .and_then(|()| layout::sync_dir(&self.dir));
+        if let Err(error) = sealed {
+            return Err(self.fail(error));
+        }
         layout::write_clean_shutdown(&self.dir)?;
         layout::sync_dir(&self.dir)
+    }
+
+    /// Whether a write or fsync of this log has failed (see the module docs).
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Marks the log failed: its owner saw a storage error this log could not (one
+    /// outside it, or one it wants treated as fatal). Reads go on working.
+    pub fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn failed_error(&self) -> Error {
+        Error::Failed {
+            path: self.dir.clone(),
+        }
+    }
+
+    /// Marks the log failed and hands `error` back: what every failed write does.
+    fn fail(&self, error: Error) -> Error {
+        self.mark_failed();
+        error
+    }
+
+    /// As [`ShardLog::fail`], except for a write that found the disk full: that wrote
+    /// nothing the log counts (its length stays where it was), so the log stays usable
+    /// and the error becomes [`Error::NoSpace`]. A failed *sync* is fatal whatever its
+    /// errno: by then the kernel may have dropped the dirty pages.
+    fn fail_unless_full(&self, error: Error) -> Error {
+        match error {
+            Error::Io {
+                operation,
+                path,
+                source,
+            } if !operation.starts_with("syncing")
+                && source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                Error::NoSpace { path }
+            }
+            other => self.fail(other),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), Error> {
+        if self.closed {
+            return Err(Error::Closed {
+                path: self.dir.clone(),
+            });
+        }
+        if self.is_failed() {
+            return Err(self.failed_error());
+        }
+        Ok(())
     }
 
     fn active(&self) -> &Segment {

@@ -163,7 +163,28 @@ impl ServerProcess {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> anyhow::Result<ServerProcess> {
-        let mut child = Command::new(shardline_binary()?)
+        ServerProcess::spawn_under(&[], data_dir, extra, env)
+    }
+
+    /// As [`ServerProcess::spawn_with_env`], run through `wrapper` (a program and its
+    /// arguments, to which the server's command line is appended), e.g. `unshare` and a
+    /// shell script that mounts a small file system first. Empty: run directly.
+    pub fn spawn_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<ServerProcess> {
+        let binary = shardline_binary()?;
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        let mut child = command
             .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
             .arg("serve")
             .arg("--data-dir")
