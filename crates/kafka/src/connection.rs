@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tracing::{debug, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use crate::frame::decode_frame;
 use crate::{Context, handlers};
@@ -74,9 +75,10 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (mut reader, writer) = socket.into_split();
-    let inflight = Arc::new(Semaphore::new(
-        context.config.inflight_bytes_per_connection_max,
-    ));
+    let budget = context.config.inflight_bytes_per_connection_max;
+    let inflight = Arc::new(Semaphore::new(budget));
+    let idle = context.config.connections_idle;
+    let mut idle_deadline = Instant::now() + idle;
     let (queue, pending) = mpsc::channel(PIPELINE_MAX);
     let writer = tokio::spawn(write_replies(writer, pending, peer));
     let mut buffer = BytesMut::with_capacity(64 * 1024);
@@ -112,12 +114,21 @@ pub(crate) async fn run(
                     }
                     break;
                 }
-                Ok(_) => {}
+                Ok(_) => idle_deadline = Instant::now() + idle,
                 Err(error) => {
                     debug!(%peer, %error, "read failed");
                     break;
                 }
             },
+            () = tokio::time::sleep_until(idle_deadline) => {
+                // Idle means nothing read and nothing in flight: a long-polling fetch or
+                // a reply still being written keeps the connection busy.
+                if inflight.available_permits() == budget {
+                    info!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection (kafka.connections_idle_ms)");
+                    break;
+                }
+                idle_deadline = Instant::now() + idle;
+            }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     break;

@@ -51,6 +51,12 @@ pub struct KafkaConfig {
     pub connections_max: usize,
     /// Most request bytes one connection may have in flight (read but not yet answered).
     pub inflight_bytes_per_connection_max: usize,
+    /// Most record bytes one Fetch answer carries, whatever the client asks (Kafka's
+    /// broker-side `fetch.max.bytes`); the first batch still always comes whole.
+    pub fetch_bytes_max: usize,
+    /// A connection with nothing in flight and nothing read for this long is closed
+    /// (Kafka's `connections.max.idle.ms`); clients reconnect when they need to.
+    pub connections_idle: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// Consumer-group coordinator settings.
@@ -67,11 +73,19 @@ impl KafkaConfig {
             frame_bytes_max: 100 * 1024 * 1024,
             connections_max: 10_000,
             inflight_bytes_per_connection_max: 100 * 1024 * 1024,
+            fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
+            connections_idle: Duration::from_millis(CONNECTIONS_IDLE_MS_DEFAULT),
             shutdown_grace: Duration::from_secs(10),
             groups: GroupConfig::default(),
         }
     }
 }
+
+/// Default of [`KafkaConfig::fetch_bytes_max`]: Kafka's 55 MiB.
+pub const FETCH_BYTES_MAX_DEFAULT: usize = 55 * 1024 * 1024;
+
+/// Default of [`KafkaConfig::connections_idle`]: Kafka's 10 minutes.
+pub const CONNECTIONS_IDLE_MS_DEFAULT: u64 = 600_000;
 
 /// Shared by every connection.
 #[derive(Debug)]

@@ -51,6 +51,10 @@ pub struct KafkaSection {
     pub connections_max: usize,
     /// Most request bytes one connection may have in flight.
     pub inflight_bytes_per_connection_max: usize,
+    /// Most record bytes in one Fetch answer.
+    pub fetch_bytes_max: usize,
+    /// Idle connections are closed after this many ms.
+    pub connections_idle_ms: u64,
 }
 
 /// `[http]`
@@ -155,6 +159,8 @@ pub struct GroupsSection {
     pub initial_rebalance_delay_ms: i32,
     /// Most members one group may have.
     pub group_size_max: usize,
+    /// Most protocols one JoinGroup may offer.
+    pub member_protocols_max: usize,
     /// How long a new member's JoinGroup may wait before the member is dropped.
     pub new_member_join_timeout_ms: i32,
     /// How long committed offsets of a group without members are kept.
@@ -173,6 +179,7 @@ impl Default for GroupsSection {
             session_timeout_ms_max: defaults.session_timeout_ms_max,
             initial_rebalance_delay_ms: defaults.initial_rebalance_delay_ms,
             group_size_max: defaults.group_size_max,
+            member_protocols_max: defaults.member_protocols_max,
             new_member_join_timeout_ms: defaults.new_member_join_timeout_ms,
             offsets_retention_ms: defaults.offsets_retention_ms,
             offsets_retention_check_interval_ms: defaults.offsets_retention_check_interval_ms,
@@ -266,6 +273,8 @@ impl Default for KafkaSection {
             frame_bytes_max: 100 * 1024 * 1024,
             connections_max: 10_000,
             inflight_bytes_per_connection_max: 100 * 1024 * 1024,
+            fetch_bytes_max: shardline_kafka::FETCH_BYTES_MAX_DEFAULT,
+            connections_idle_ms: shardline_kafka::CONNECTIONS_IDLE_MS_DEFAULT,
         }
     }
 }
@@ -385,6 +394,12 @@ impl ServeConfig {
         }
         if self.kafka.inflight_bytes_per_connection_max > u32::MAX as usize {
             bail!("kafka.inflight_bytes_per_connection_max must be below 4 GiB");
+        }
+        if self.kafka.fetch_bytes_max == 0 || self.kafka.fetch_bytes_max > i32::MAX as usize {
+            bail!("kafka.fetch_bytes_max must be between 1 and 2147483647");
+        }
+        if self.kafka.connections_idle_ms == 0 {
+            bail!("kafka.connections_idle_ms must be at least 1");
         }
         if self.kafka.connections_max == 0 {
             bail!("kafka.connections_max must be at least 1");
@@ -562,12 +577,15 @@ impl ServeConfig {
         kafka.frame_bytes_max = self.kafka.frame_bytes_max;
         kafka.connections_max = self.kafka.connections_max;
         kafka.inflight_bytes_per_connection_max = self.kafka.inflight_bytes_per_connection_max;
+        kafka.fetch_bytes_max = self.kafka.fetch_bytes_max;
+        kafka.connections_idle = std::time::Duration::from_millis(self.kafka.connections_idle_ms);
         kafka.shutdown_grace = std::time::Duration::from_millis(self.shutdown.grace_ms);
         kafka.groups = GroupConfig {
             session_timeout_ms_min: self.groups.session_timeout_ms_min,
             session_timeout_ms_max: self.groups.session_timeout_ms_max,
             initial_rebalance_delay_ms: self.groups.initial_rebalance_delay_ms,
             group_size_max: self.groups.group_size_max,
+            member_protocols_max: self.groups.member_protocols_max,
             new_member_join_timeout_ms: self.groups.new_member_join_timeout_ms,
             offsets_retention_ms: self.groups.offsets_retention_ms,
             offsets_retention_check_interval_ms: self.groups.offsets_retention_check_interval_ms,

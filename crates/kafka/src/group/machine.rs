@@ -78,6 +78,7 @@ pub(crate) struct Settings {
     pub(crate) initial_rebalance_delay_ms: i32,
     /// Most members one group may have.
     pub(crate) group_size_max: usize,
+    pub(crate) member_protocols_max: usize,
     /// How long a new member's JoinGroup may stay parked before the member is dropped.
     pub(crate) new_member_join_timeout_ms: i32,
 }

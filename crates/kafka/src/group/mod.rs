@@ -28,6 +28,9 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i32,
     /// Most members one group may have (`group.max.size`).
     pub group_size_max: usize,
+    /// Most distinct protocols one member may offer in a JoinGroup (clients offer one to
+    /// three assignors); bounds the protocol matching a join costs.
+    pub member_protocols_max: usize,
     /// How long a new member's JoinGroup may stay parked before the member is dropped.
     pub new_member_join_timeout_ms: i32,
     /// How long the committed offsets of a group without members are kept
@@ -46,6 +49,7 @@ impl Default for GroupConfig {
             session_timeout_ms_max: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             group_size_max: 10_000,
+            member_protocols_max: 64,
             new_member_join_timeout_ms: 300_000,
             offsets_retention_ms: 7 * 24 * 3_600_000,
             offsets_retention_check_interval_ms: 600_000,
@@ -68,6 +72,9 @@ impl GroupConfig {
         if self.initial_rebalance_delay_ms < 0 {
             return Err("initial_rebalance_delay_ms must not be negative".to_owned());
         }
+        if self.member_protocols_max == 0 {
+            return Err("member_protocols_max must be at least 1".to_owned());
+        }
         if self.group_size_max == 0 {
             return Err("group_size_max must be at least 1".to_owned());
         }
@@ -89,6 +96,7 @@ impl GroupConfig {
             session_timeout_ms_max: self.session_timeout_ms_max,
             initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
             group_size_max: self.group_size_max,
+            member_protocols_max: self.member_protocols_max,
             new_member_join_timeout_ms: self.new_member_join_timeout_ms,
         }
     }

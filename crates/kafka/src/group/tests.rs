@@ -22,6 +22,7 @@ fn settings(initial_delay_ms: i32) -> Settings {
         session_timeout_ms_max: 60_000,
         initial_rebalance_delay_ms: initial_delay_ms,
         group_size_max: 4,
+        member_protocols_max: 3,
         new_member_join_timeout_ms: 300_000,
     }
 }
@@ -540,6 +541,13 @@ fn bad_joins_get_kafka_errors() {
     // No protocols, or an empty protocol type, even for the first member.
     let empty = h.join_request("", &[]);
     let w = h.send_join(empty);
+    assert_eq!(
+        h.join_answer(w).unwrap().error_code,
+        codes::INCONSISTENT_GROUP_PROTOCOL
+    );
+    // More protocols than groups.member_protocols_max (3 here).
+    let many = h.join_request("", &["a", "b", "c", "d"]);
+    let w = h.send_join(many);
     assert_eq!(
         h.join_answer(w).unwrap().error_code,
         codes::INCONSISTENT_GROUP_PROTOCOL

@@ -6,8 +6,11 @@
 //! partition, except that the first batch of the first partition with data is returned
 //! whole even when larger, so a consumer can always make progress. Every requested
 //! partition is listed in the answer, with or without data, because fetch sessions are
-//! not used (session id 0) and Java checks full responses for that.
+//! not used (session id 0) and Java checks full responses for that. The broker caps
+//! `max_bytes` at `fetch_bytes_max` (Kafka's `fetch.max.bytes`), and a partition listed
+//! more than once is read and answered once.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,11 +44,15 @@ pub(crate) fn handle(
         let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
         let deadline = Instant::now() + max_wait;
         let min_bytes = request.min_bytes.max(0) as usize;
-        let max_bytes = if request.max_bytes <= 0 {
-            usize::MAX
-        } else {
-            request.max_bytes as usize
-        };
+        let cap = context.config.fetch_bytes_max;
+        let max_bytes = usize::try_from(request.max_bytes)
+            .ok()
+            .filter(|&asked| asked > 0)
+            .map_or(cap, |asked| asked.min(cap));
+        // A partition listed twice is fetched once, at its first listing's offset (as
+        // Kafka's broker keys a fetch by partition); otherwise one request naming one
+        // partition 100,000 times would read it that often and register as many waiters.
+        let mut seen = HashSet::new();
         let wanted: Vec<Wanted> = request
             .topics
             .iter()
@@ -57,6 +64,7 @@ pub(crate) fn handle(
                     partition_max_bytes: partition.partition_max_bytes.max(0) as usize,
                 })
             })
+            .filter(|want| seen.insert((want.topic.clone(), want.partition)))
             .collect();
         let targets: Vec<(&str, i64)> = wanted
             .iter()
@@ -144,6 +152,16 @@ async fn read_all(context: &Context, wanted: &[Wanted], max_bytes: usize, versio
                 .broker
                 .read(&want.topic, i64::from(want.partition), want.offset, limit)
                 .await
+        };
+        let read = match read {
+            // Only the response's first batch may exceed its limit (KIP-74); a later
+            // partition whose first batch does not fit is listed without data, as
+            // Kafka's broker does once `minOneMessage` no longer applies.
+            Ok(mut outcome) if total > 0 && outcome.records.len() > limit => {
+                outcome.records = Bytes::new();
+                Ok(outcome)
+            }
+            other => other,
         };
         let data = match read {
             Ok(outcome) => {

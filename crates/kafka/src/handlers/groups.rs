@@ -3,7 +3,10 @@
 //! Each turns the Kafka request into a call on the coordinator (`group::coordinator`) and
 //! its answer back into the response of the request's version.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -113,19 +116,19 @@ pub(crate) fn join_group(
 ) -> Pending {
     Box::pin(async move {
         let group_id = request.group_id.0.to_string();
-        let mut protocols: Vec<Protocol> = Vec::with_capacity(request.protocols.len());
-        for protocol in request.protocols {
+        let mut names = HashSet::new();
+        let protocols: Vec<Protocol> = request
+            .protocols
+            .into_iter()
             // A name listed twice keeps its first (preferred) entry.
-            if !protocols
-                .iter()
-                .any(|known| known.name == protocol.name.as_str())
-            {
-                protocols.push(Protocol {
-                    name: protocol.name.to_string(),
-                    metadata: protocol.metadata,
-                });
-            }
-        }
+            .filter(|protocol| names.insert(protocol.name.clone()))
+            .map(|protocol| Protocol {
+                name: protocol.name.to_string(),
+                // Kept for the member's whole session: a copy, so the request frame the
+                // decoder sliced it from is freed with the request.
+                metadata: Bytes::copy_from_slice(&protocol.metadata),
+            })
+            .collect();
         let join = JoinRequest {
             member_id: request.member_id.to_string(),
             group_instance_id: optional_string(request.group_instance_id),
@@ -197,7 +200,13 @@ pub(crate) fn sync_group(
             assignments: request
                 .assignments
                 .into_iter()
-                .map(|assignment| (assignment.member_id.to_string(), assignment.assignment))
+                // Held until every member has synced: copied out of the request frame.
+                .map(|assignment| {
+                    (
+                        assignment.member_id.to_string(),
+                        Bytes::copy_from_slice(&assignment.assignment),
+                    )
+                })
                 .collect(),
             waiter: WaiterId(0),
         };

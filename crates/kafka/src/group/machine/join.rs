@@ -25,6 +25,15 @@ impl Group {
         if !self.accepts_joining(&request.member_id) {
             return refuse(codes::GROUP_MAX_SIZE_REACHED);
         }
+        if request.protocols.len() > self.settings.member_protocols_max {
+            tracing::warn!(
+                group = %self.group_id,
+                offered = request.protocols.len(),
+                limit = self.settings.member_protocols_max,
+                "JoinGroup offers more protocols than groups.member_protocols_max"
+            );
+            return refuse(codes::INCONSISTENT_GROUP_PROTOCOL);
+        }
         if !self.supports_protocols(
             &request.member_id,
             &request.protocol_type,
