@@ -34,6 +34,9 @@ pub struct BrokerConfig {
     pub default_shard_count: u32,
     /// Largest shard count one create may ask for.
     pub shard_count_max: u32,
+    /// Most open shards over all streams (Kinesis' per-account shard quota): creates,
+    /// splits and scalings past it are refused with [`Error::LimitExceeded`](crate::Error).
+    pub open_shards_total_max: u32,
     /// When appends are durable.
     pub flush: FlushPolicy,
     /// Sparse index density.
@@ -113,7 +116,8 @@ impl BrokerConfig {
             data_dir,
             auto_create_streams: false,
             default_shard_count: 1,
-            shard_count_max: 1024,
+            shard_count_max: 500,
+            open_shards_total_max: 500,
             flush: FlushPolicy::EveryAppend,
             index_interval_bytes: 4096,
             stream_defaults: StreamConfig::default(),

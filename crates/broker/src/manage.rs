@@ -242,6 +242,7 @@ impl Broker {
                 self.inner.config.shard_count_max
             )));
         }
+        self.check_total_shard_budget(target.saturating_sub(count))?;
         let now = self.now_ms();
         let recent = current
             .info
@@ -343,7 +344,34 @@ impl Broker {
         Ok((count, target))
     }
 
+    /// Refuses `extra` more open shards past [`BrokerConfig::open_shards_total_max`]
+    /// (counted over every stream). Call under the admin lock, so no other change can
+    /// take the same room meanwhile.
+    pub(crate) fn check_total_shard_budget(&self, extra: u32) -> Result<(), Error> {
+        let open: usize = self
+            .streams_ref()
+            .values()
+            .map(|stream| {
+                stream
+                    .info
+                    .shards
+                    .iter()
+                    .filter(|shard| shard.is_open())
+                    .count()
+            })
+            .sum();
+        let limit = self.inner.config.open_shards_total_max;
+        let wanted = (open as u64).saturating_add(u64::from(extra));
+        if wanted > u64::from(limit) {
+            return Err(Error::LimitExceeded(format!(
+                "this would make {wanted} open shards over all streams; the limit is {limit} (open_shards_total_max)"
+            )));
+        }
+        Ok(())
+    }
+
     fn check_shard_budget(&self, stream: &Stream, extra: u32) -> Result<(), Error> {
+        self.check_total_shard_budget(extra)?;
         let open = stream
             .info
             .shards

@@ -60,6 +60,7 @@ impl Broker {
         if self.streams_ref().contains_key(name.as_str()) {
             return Err(Error::StreamExists(name.to_string()));
         }
+        self.check_total_shard_budget(shard_count as u32)?;
         let created_ms = self.now_ms();
         let topic_id = fresh_id(name.as_str());
         let shards: Vec<ShardInfo> = HashKeyRange::even_split(shard_count as u32)

@@ -104,6 +104,8 @@ pub struct StreamsSection {
     pub default_shard_count: u32,
     /// Largest shard count one create may ask for.
     pub shard_count_max: u32,
+    /// Most open shards over all streams.
+    pub open_shards_total_max: u32,
     /// Default retention, 24 to 8760.
     pub retention_hours: u32,
     /// Default segment size.
@@ -161,6 +163,8 @@ pub struct GroupsSection {
     pub group_size_max: usize,
     /// Most protocols one JoinGroup may offer.
     pub member_protocols_max: usize,
+    /// Most groups kept by the coordinator.
+    pub groups_max: usize,
     /// How long a new member's JoinGroup may wait before the member is dropped.
     pub new_member_join_timeout_ms: i32,
     /// How long committed offsets of a group without members are kept.
@@ -180,6 +184,7 @@ impl Default for GroupsSection {
             initial_rebalance_delay_ms: defaults.initial_rebalance_delay_ms,
             group_size_max: defaults.group_size_max,
             member_protocols_max: defaults.member_protocols_max,
+            groups_max: defaults.groups_max,
             new_member_join_timeout_ms: defaults.new_member_join_timeout_ms,
             offsets_retention_ms: defaults.offsets_retention_ms,
             offsets_retention_check_interval_ms: defaults.offsets_retention_check_interval_ms,
@@ -311,7 +316,8 @@ impl Default for StreamsSection {
         StreamsSection {
             auto_create: false,
             default_shard_count: 1,
-            shard_count_max: 1024,
+            shard_count_max: 500,
+            open_shards_total_max: 500,
             retention_hours: (defaults.retention_ms / 3_600_000) as u32,
             segment_bytes: defaults.segment_bytes,
             segment_ms: defaults.segment_ms,
@@ -444,8 +450,11 @@ impl ServeConfig {
         }
         if self.streams.default_shard_count == 0
             || self.streams.default_shard_count > self.streams.shard_count_max
+            || self.streams.shard_count_max > self.streams.open_shards_total_max
         {
-            bail!("streams.default_shard_count must be between 1 and streams.shard_count_max");
+            bail!(
+                "streams.default_shard_count must be between 1 and streams.shard_count_max, which must not exceed streams.open_shards_total_max"
+            );
         }
         let capacity_mode = CapacityMode::parse(&self.streams.capacity_mode).with_context(|| {
             format!(
@@ -552,6 +561,7 @@ impl ServeConfig {
             auto_create_streams: self.streams.auto_create,
             default_shard_count: self.streams.default_shard_count,
             shard_count_max: self.streams.shard_count_max,
+            open_shards_total_max: self.streams.open_shards_total_max,
             flush,
             index_interval_bytes: self.storage.index_interval_bytes,
             stream_defaults,
@@ -586,6 +596,7 @@ impl ServeConfig {
             initial_rebalance_delay_ms: self.groups.initial_rebalance_delay_ms,
             group_size_max: self.groups.group_size_max,
             member_protocols_max: self.groups.member_protocols_max,
+            groups_max: self.groups.groups_max,
             new_member_join_timeout_ms: self.groups.new_member_join_timeout_ms,
             offsets_retention_ms: self.groups.offsets_retention_ms,
             offsets_retention_check_interval_ms: self.groups.offsets_retention_check_interval_ms,

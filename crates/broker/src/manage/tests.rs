@@ -702,3 +702,38 @@ async fn a_tiering_pass_goes_on_past_a_failing_shard() {
     assert_eq!(broker.pass_failures(), 1);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn open_shards_over_all_streams_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::with_data_dir(dir.path().to_path_buf());
+    config.open_shards_total_max = 4;
+    let broker = Broker::open(config).await.unwrap();
+    broker
+        .create_stream("a", 3, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let refused = broker
+        .create_stream("b", 2, BTreeMap::new(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::LimitExceeded);
+    assert!(
+        refused.to_string().contains("open_shards_total_max"),
+        "{refused}"
+    );
+    assert!(broker.stream("b").is_none(), "nothing was created");
+    broker
+        .create_stream("b", 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    // Full: a split (one more open shard) and a scaling up are refused ...
+    let split = broker.split_shard("a", 0, 1u128 << 100).await.unwrap_err();
+    assert_eq!(split.kind(), ErrorKind::LimitExceeded);
+    let scaled = broker.update_shard_count("b", 2).await.unwrap_err();
+    assert_eq!(scaled.kind(), ErrorKind::LimitExceeded);
+    // ... until a merge makes room; closed shards do not count.
+    broker.merge_shards("a", 0, 1).await.unwrap();
+    broker.split_shard("a", 3, 1u128 << 100).await.unwrap();
+    broker.shutdown().await;
+}

@@ -98,6 +98,29 @@ impl Registry {
     /// After any call on `group_id`: runs what is already due, forgets a deleted group,
     /// and files the group's next deadline. Returns true if that deadline is now the
     /// earliest, so the timer task must wake.
+    /// Whether one more group fits under `limit`. At the limit, groups without members
+    /// are forgotten first: they hold only a generation counter (their committed offsets
+    /// live in the broker), so a new group may take their place.
+    fn make_room(&mut self, limit: usize) -> bool {
+        if self.groups.len() < limit {
+            return true;
+        }
+        let empty: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| group.state() == GroupState::Empty)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for group_id in empty {
+            self.groups.remove(&group_id);
+            self.logged.remove(&group_id);
+            if let Some(previous) = self.scheduled.remove(&group_id) {
+                self.schedule.remove(&(previous, group_id));
+            }
+        }
+        self.groups.len() < limit
+    }
+
     fn settle(&mut self, group_id: &str, now_ms: i64) -> bool {
         let mut next = None;
         let mut forget = false;
@@ -239,6 +262,14 @@ impl Coordinator {
             if !registry.groups.contains_key(group_id) {
                 if !request.member_id.is_empty() {
                     return refused(codes::UNKNOWN_MEMBER_ID, &request.member_id);
+                }
+                if !registry.make_room(self.shared.config.groups_max) {
+                    warn!(
+                        group = group_id,
+                        limit = self.shared.config.groups_max,
+                        "JoinGroup for a new group refused: groups.groups_max groups have members"
+                    );
+                    return refused(codes::COORDINATOR_NOT_AVAILABLE, &request.member_id);
                 }
                 let group = Group::new(group_id, self.shared.settings);
                 registry.groups.insert(group_id.to_owned(), group);
@@ -677,6 +708,40 @@ mod tests {
         coordinator
             .join(group_id, join_request(&first.member_id, session_timeout_ms))
             .await
+    }
+
+    #[tokio::test]
+    async fn new_groups_past_groups_max_take_the_place_of_empty_ones_or_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GroupConfig {
+            groups_max: 2,
+            ..fast()
+        };
+        let (coordinator, broker) = coordinator(dir.path(), config).await;
+        let first = join_group_fully(&coordinator, "g1", 60_000).await;
+        assert_eq!(first.error_code, codes::NONE);
+        assert_eq!(
+            join_group_fully(&coordinator, "g2", 60_000)
+                .await
+                .error_code,
+            codes::NONE
+        );
+        // Both kept groups have members: a third is refused, and not kept.
+        let refused = coordinator.join("g3", join_request("", 60_000)).await;
+        assert_eq!(refused.error_code, codes::COORDINATOR_NOT_AVAILABLE);
+        assert_eq!(coordinator.state_of("g3"), None);
+        // Once g1 is empty, a new group takes its place.
+        let (code, _) = coordinator.leave("g1", &[(first.member_id.clone(), None)]);
+        assert_eq!(code, codes::NONE);
+        assert_eq!(coordinator.state_of("g1"), Some(GroupState::Empty));
+        assert_eq!(
+            join_group_fully(&coordinator, "g3", 60_000)
+                .await
+                .error_code,
+            codes::NONE
+        );
+        assert_eq!(coordinator.state_of("g1"), None);
+        broker.shutdown().await;
     }
 
     #[tokio::test]

@@ -28,6 +28,9 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i32,
     /// Most members one group may have (`group.max.size`).
     pub group_size_max: usize,
+    /// Most groups the coordinator keeps; past it, groups without members are forgotten
+    /// to make room, and a new group is refused only when all of them have members.
+    pub groups_max: usize,
     /// Most distinct protocols one member may offer in a JoinGroup (clients offer one to
     /// three assignors); bounds the protocol matching a join costs.
     pub member_protocols_max: usize,
@@ -49,6 +52,7 @@ impl Default for GroupConfig {
             session_timeout_ms_max: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             group_size_max: 10_000,
+            groups_max: 10_000,
             member_protocols_max: 64,
             new_member_join_timeout_ms: 300_000,
             offsets_retention_ms: 7 * 24 * 3_600_000,
@@ -71,6 +75,9 @@ impl GroupConfig {
         }
         if self.initial_rebalance_delay_ms < 0 {
             return Err("initial_rebalance_delay_ms must not be negative".to_owned());
+        }
+        if self.groups_max == 0 {
+            return Err("groups_max must be at least 1".to_owned());
         }
         if self.member_protocols_max == 0 {
             return Err("member_protocols_max must be at least 1".to_owned());
