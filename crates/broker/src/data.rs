@@ -183,35 +183,73 @@ impl Broker {
                 log_start_offset: shard.first_offset(),
             });
         }
-        // Below the local log: the object store may hold it (tiered segments).
         let local_start = shard.log_start_offset();
-        if (offset as u64) < local_start
+        self.read_from(&stream, index, offset as u64, max_bytes, local_start)
+            .await
+    }
+
+    /// The read below the high watermark, given `local_start`, the local log start
+    /// offset as seen when the read began. Below it the tier is read; otherwise the local
+    /// log, and if the tiering pass deleted that local segment in between (the read finds
+    /// the offset below the log start now), the tier after all — answering
+    /// OFFSET_OUT_OF_RANGE there would make consumers reset their position.
+    pub(crate) async fn read_from(
+        &self,
+        stream: &Arc<Stream>,
+        index: usize,
+        offset: u64,
+        max_bytes: usize,
+        local_start: u64,
+    ) -> Result<ReadOutcome, Error> {
+        let shard = Arc::clone(&stream.shards[index].shard);
+        let high_watermark = shard.high_watermark();
+        let from_tier = |records| ReadOutcome {
+            records,
+            high_watermark,
+            log_start_offset: shard.first_offset(),
+        };
+        // Below the local log: the object store may hold it (tiered segments).
+        if offset < local_start
             && let Some(records) = self
-                .read_remote(
-                    &stream.info,
-                    index as u32,
-                    offset as u64,
-                    local_start,
-                    max_bytes,
-                )
+                .read_remote(&stream.info, index as u32, offset, local_start, max_bytes)
                 .await?
         {
-            return Ok(ReadOutcome {
-                records,
-                high_watermark,
-                log_start_offset: shard.first_offset(),
-            });
+            return Ok(from_tier(records));
         }
-        tokio::task::spawn_blocking(move || {
-            let records = shard.read_blocking(offset as u64, max_bytes)?;
-            Ok(ReadOutcome {
+        let reader = Arc::clone(&shard);
+        let local = tokio::task::spawn_blocking(move || reader.read_blocking(offset, max_bytes))
+            .await
+            .map_err(|error| Error::Internal(format!("read task failed: {error}")))?;
+        match local {
+            Ok(records) => Ok(ReadOutcome {
                 records,
                 high_watermark: shard.high_watermark(),
                 log_start_offset: shard.first_offset(),
-            })
-        })
-        .await
-        .map_err(|error| Error::Internal(format!("read task failed: {error}")))?
+            }),
+            Err(Error::OffsetOutOfRange { .. })
+                if offset >= local_start && offset < shard.log_start_offset() =>
+            {
+                let now_local_start = shard.log_start_offset();
+                match self
+                    .read_remote(
+                        &stream.info,
+                        index as u32,
+                        offset,
+                        now_local_start,
+                        max_bytes,
+                    )
+                    .await?
+                {
+                    Some(records) => Ok(from_tier(records)),
+                    None => Err(Error::OffsetOutOfRange {
+                        offset: offset as i64,
+                        log_start_offset: shard.first_offset(),
+                        high_watermark,
+                    }),
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Charges `bytes` being answered from a shard to its read limit (Kinesis' 2 MiB/s)
@@ -253,6 +291,14 @@ impl Broker {
     ) -> Result<Option<u64>, Error> {
         let (stream, index) = self.shard(stream, shard)?;
         let shard = Arc::clone(&stream.shards[index].shard);
+        // Offset order: segments only the tier holds come before the local log.
+        let local_start = shard.log_start_offset();
+        if let Some(found) = self
+            .remote_offset_for_timestamp(&stream.info, index as u32, timestamp_ms, local_start)
+            .await?
+        {
+            return Ok(Some(found));
+        }
         tokio::task::spawn_blocking(move || {
             let high_watermark = shard.high_watermark();
             let found = shard

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use shardline_core::batch::Batches;
 use shardline_tier::{SealedSegment, Tier, TierConfig};
 use tracing::{info, warn};
 
@@ -382,6 +383,51 @@ impl Broker {
             Err(shardline_tier::Error::OffsetNotRemote { .. }) => Ok(None),
             Err(error) => Err(tier_error(error)),
         }
+    }
+
+    /// The base offset of the first batch below `local_start` (in segments only the
+    /// tier holds) with a timestamp at or after `timestamp_ms`, if any. The manifest says
+    /// which segment holds it (its newest timestamp); that segment's batches are then
+    /// walked through the block cache, a chunk at a time.
+    pub(crate) async fn remote_offset_for_timestamp(
+        &self,
+        stream: &StreamInfo,
+        shard: u32,
+        timestamp_ms: i64,
+        local_start: u64,
+    ) -> Result<Option<u64>, Error> {
+        const CHUNK_BYTES: usize = 1 << 20;
+        let Some(tier) = &self.inner.tier else {
+            return Ok(None);
+        };
+        let key = shard_key(stream, shard);
+        let manifest = tier.manifest(&key).await.map_err(tier_error)?;
+        let Some(segment) = manifest.segments.iter().find(|segment| {
+            segment.base_offset < local_start
+                && segment.max_timestamp.is_some_and(|max| max >= timestamp_ms)
+        }) else {
+            return Ok(None);
+        };
+        let mut offset = segment.base_offset;
+        while offset < segment.next_offset {
+            let bytes = tier
+                .read(&key, offset, segment.next_offset, CHUNK_BYTES)
+                .await
+                .map_err(tier_error)?;
+            if bytes.is_empty() {
+                break;
+            }
+            for batch in Batches::new(&bytes, false) {
+                let (header, _) = batch.map_err(|error| {
+                    Error::Internal(format!("remote segment of {key} does not parse: {error}"))
+                })?;
+                if header.max_timestamp >= timestamp_ms {
+                    return Ok(Some(header.base_offset as u64));
+                }
+                offset = header.last_offset() as u64 + 1;
+            }
+        }
+        Ok(None)
     }
 
     /// One tiering pass at `now_ms`: upload sealed segments in offset order, delete local

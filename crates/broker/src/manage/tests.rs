@@ -737,3 +737,69 @@ async fn open_shards_over_all_streams_are_capped() {
     broker.split_shard("a", 3, 1u128 << 100).await.unwrap();
     broker.shutdown().await;
 }
+
+/// Issue 10 item 9: a fetch that chose the local log just before the tiering pass
+/// deleted that segment's local copy must read it from the tier, not answer
+/// OFFSET_OUT_OF_RANGE (which makes consumers reset their position).
+#[tokio::test]
+async fn a_read_that_lost_its_local_segment_to_the_tier_reads_the_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_tiered(dir.path()).await;
+    let configs = BTreeMap::from([("segment.bytes".to_owned(), "1024".to_owned())]);
+    broker.create_stream("t", 1, configs, false).await.unwrap();
+    let value = vec![b't'; 600];
+    let now = broker.now_ms();
+    for _ in 0..4 {
+        append(&broker, "t", 0, now, &[&value]).await;
+    }
+    let (stream, index) = broker.shard("t", 0).unwrap();
+    // The read decides "local" here ...
+    let seen_local_start = stream.shards[index].shard.log_start_offset();
+    assert_eq!(seen_local_start, 0);
+    // ... then a tiering pass two days later uploads the sealed segments and deletes
+    // their local copies (local retention: 24 hours) ...
+    assert_eq!(broker.tier_pass(now + 2 * 86_400_000).await.unwrap(), 3);
+    assert!(stream.shards[index].shard.log_start_offset() > 0);
+    // ... and the read goes on with what it saw.
+    let outcome = broker
+        .read_from(&stream, index, 0, 1 << 20, seen_local_start)
+        .await
+        .expect("read from the tier, not OFFSET_OUT_OF_RANGE");
+    let first = shardline_core::batch::BatchHeader::parse(&outcome.records).unwrap();
+    assert_eq!(first.base_offset, 0);
+    broker.shutdown().await;
+}
+
+/// ListOffsets by timestamp finds records that only the tier holds any more.
+#[tokio::test]
+async fn offsets_by_timestamp_are_found_in_tiered_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_tiered(dir.path()).await;
+    let configs = BTreeMap::from([("segment.bytes".to_owned(), "1024".to_owned())]);
+    broker.create_stream("t", 1, configs, false).await.unwrap();
+    let value = vec![b't'; 600];
+    let now = broker.now_ms();
+    for second in 0..4 {
+        append(&broker, "t", 0, now + second * 1_000, &[&value]).await;
+    }
+    assert_eq!(broker.tier_pass(now + 2 * 86_400_000).await.unwrap(), 3);
+    let (stream, index) = broker.shard("t", 0).unwrap();
+    assert_eq!(stream.shards[index].shard.log_start_offset(), 3);
+    for (timestamp, expected) in [
+        (now - 1, Some(0)),
+        (now + 1, Some(1)),
+        (now + 2_000, Some(2)),
+        (now + 2_500, Some(3)),
+        (now + 10_000, None),
+    ] {
+        assert_eq!(
+            broker
+                .offset_for_timestamp("t", 0, timestamp)
+                .await
+                .unwrap(),
+            expected,
+            "timestamp {timestamp}"
+        );
+    }
+    broker.shutdown().await;
+}
