@@ -25,6 +25,21 @@ mod versions;
 
 pub use group::GroupConfig;
 
+/// Decodes one request frame (everything after the length prefix) the way a connection
+/// does before any handler runs, and says whether it would be served (`true`) or close
+/// the connection (`false`). Touches no state: for the fuzz targets in `fuzz/`, which
+/// check that no frame panics or allocates what its bytes cannot back.
+#[doc(hidden)]
+pub fn decode_request_frame(frame: bytes::Bytes) -> bool {
+    // The frame layer refuses shorter frames before anything decodes them.
+    if frame.len() < frame::REQUEST_LEN_MIN {
+        return false;
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    handlers::decode(&frame, raw_key, version).is_ok()
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -68,6 +68,11 @@ pub trait EncodeRecord {
     fn header_count(&self) -> usize;
     /// Header `index` as (key, value).
     fn header(&self, index: usize) -> (&[u8], Option<&[u8]>);
+    /// The record's attributes byte; Kafka defines no bits in it, so 0 unless a decoded
+    /// record carried something else (kept as sent).
+    fn attributes(&self) -> i8 {
+        0
+    }
 }
 
 impl<R: EncodeRecord + ?Sized> EncodeRecord for &R {
@@ -85,6 +90,9 @@ impl<R: EncodeRecord + ?Sized> EncodeRecord for &R {
     }
     fn header(&self, index: usize) -> (&[u8], Option<&[u8]>) {
         (**self).header(index)
+    }
+    fn attributes(&self) -> i8 {
+        (**self).attributes()
     }
 }
 
@@ -104,6 +112,9 @@ impl EncodeRecord for Record {
     fn header(&self, index: usize) -> (&[u8], Option<&[u8]>) {
         let header = &self.headers[index];
         (&header.key, header.value.as_deref())
+    }
+    fn attributes(&self) -> i8 {
+        self.attributes
     }
 }
 
@@ -152,7 +163,7 @@ pub(crate) fn put<R: EncodeRecord + ?Sized>(
     offset_delta: i32,
 ) {
     varint::put(out, body_len(record, timestamp_delta, offset_delta) as i64);
-    out.push(0); // attributes
+    out.push(record.attributes() as u8);
     varint::put(out, timestamp_delta);
     varint::put(out, i64::from(offset_delta));
     put_nullable(out, record.key());

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestKind};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::decode_request_header_from_buffer;
 
 use tracing::{Instrument as _, Span, field, info_span, warn};
@@ -82,6 +82,56 @@ pub(crate) async fn dispatch(context: &Arc<Context>, frame: Bytes, peer: SocketA
     )
 }
 
+/// What a request frame decodes to, before any handler runs.
+pub(crate) enum Decoded {
+    /// ApiVersions, which is answered from the raw frame (any version, KIP-511).
+    ApiVersions,
+    /// An API Kafka defines and this server does not serve.
+    Unserved(ApiKey),
+    /// A served request, decoded.
+    Request {
+        key: ApiKey,
+        header: RequestHeader,
+        // Boxed: RequestKind is large, the other variants tiny.
+        request: Box<RequestKind>,
+    },
+}
+
+/// Decodes one request frame: key and version checked against what is served, the
+/// header, then the body, which [`guard::check`] walks before `kafka_protocol` sizes
+/// anything from a count on the wire. `Err` is the reason to close the connection.
+/// Touches no state, so the fuzz targets run it on arbitrary bytes.
+pub(crate) fn decode(frame: &Bytes, raw_key: i16, version: i16) -> Result<Decoded, String> {
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return Err(format!("unknown api key {raw_key}"));
+    };
+    if key == ApiKey::ApiVersions {
+        return Ok(Decoded::ApiVersions);
+    }
+    let Some(supported) = versions::lookup(key) else {
+        return Ok(Decoded::Unserved(key));
+    };
+    if version < supported.served_min || version > supported.max {
+        return Err(format!(
+            "{key:?} v{version} is not supported (served: v{}-v{})",
+            supported.served_min, supported.max
+        ));
+    }
+    let mut body = frame.clone();
+    let header = decode_request_header_from_buffer(&mut body)
+        .map_err(|error| format!("malformed {key:?} v{version} request header: {error}"))?;
+    guard::check(key, version, &body)
+        .map_err(|error| format!("refused {key:?} v{version} request: {error}"))?;
+    let request = RequestKind::decode(key, &mut body, version)
+        .map(Box::new)
+        .map_err(|error| format!("malformed {key:?} v{version} request: {error}"))?;
+    Ok(Decoded::Request {
+        key,
+        header,
+        request,
+    })
+}
+
 async fn dispatch_in(
     context: &Arc<Context>,
     frame: Bytes,
@@ -91,50 +141,23 @@ async fn dispatch_in(
     correlation_id: i32,
     span: &Span,
 ) -> Pending {
-    let Ok(key) = ApiKey::try_from(raw_key) else {
-        return ready(Reply::Close(format!("unknown api key {raw_key}")));
-    };
-    if key == ApiKey::ApiVersions {
-        return api_versions::handle(frame, version, correlation_id);
-    }
-    let Some(supported) = versions::lookup(key) else {
-        return ready(unsupported::reply(key, version, correlation_id));
-    };
-    if version < supported.served_min || version > supported.max {
-        return ready(Reply::Close(format!(
-            "{key:?} v{version} is not supported (served: v{}-v{})",
-            supported.served_min, supported.max
-        )));
-    }
-    let mut body = frame;
-    let header = match decode_request_header_from_buffer(&mut body) {
-        Ok(header) => header,
-        Err(error) => {
-            return ready(Reply::Close(format!(
-                "malformed {key:?} v{version} request header: {error}"
-            )));
+    let (key, header, request) = match decode(&frame, raw_key, version) {
+        Ok(Decoded::ApiVersions) => return api_versions::handle(frame, version, correlation_id),
+        Ok(Decoded::Unserved(key)) => {
+            return ready(unsupported::reply(key, version, correlation_id));
         }
+        Ok(Decoded::Request {
+            key,
+            header,
+            request,
+        }) => (key, header, request),
+        Err(reason) => return ready(Reply::Close(reason)),
     };
     if let Some(client_id) = header.client_id.as_deref() {
         span.record("client_id", client_id);
     }
-    // Before kafka_protocol sizes any Vec from a count on the wire, make sure every count
-    // fits in the bytes actually sent.
-    if let Err(error) = guard::check(key, version, &body) {
-        return ready(Reply::Close(format!(
-            "refused {key:?} v{version} request: {error}"
-        )));
-    }
-    let request = match RequestKind::decode(key, &mut body, version) {
-        Ok(request) => request,
-        Err(error) => {
-            return ready(Reply::Close(format!(
-                "malformed {key:?} v{version} request: {error}"
-            )));
-        }
-    };
     let context = Arc::clone(context);
-    match request {
+    match *request {
         RequestKind::Produce(request) => {
             produce::handle(context, request, version, correlation_id).await
         }
