@@ -512,14 +512,16 @@ async fn a_damaged_object_fails_only_its_own_range_with_a_storage_error() {
         assert!(Instant::now() < deadline, "not tiered: {storage:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Truncate the second segment's .log in the bucket (its name is its base offset).
+    // Truncate the second segment's .log in the bucket (its name starts with its base
+    // offset, then the uploading writer's token).
     let mut objects = s3.objects("bucket", "damage", ".log");
     objects.sort();
     let damaged = &objects[1];
     let base: i64 = damaged
         .file_stem()
         .and_then(|stem| stem.to_str())
-        .and_then(|stem| stem.parse().ok())
+        .and_then(|stem| stem.split('-').next())
+        .and_then(|digits| digits.parse().ok())
         .unwrap();
     let length = std::fs::metadata(damaged).unwrap().len();
     std::fs::OpenOptions::new()

@@ -20,6 +20,19 @@ const MANIFEST_FILE: &str = "manifest.json";
 /// (`shardline_log::SegmentFile`): one scheme wherever a segment lives.
 pub(crate) use shardline_log::SegmentFile as SegmentObject;
 
+/// Hex digits of a writer id.
+pub(crate) const WRITER_ID_DIGITS: usize = 16;
+
+/// A writer token: a writer id, then `-` and the upload attempt (hex), e.g.
+/// `00000000deadbeef-1f`.
+fn is_writer_token(text: &str) -> bool {
+    let (id, attempt) = text.split_once('-').unwrap_or((text, "0"));
+    id.len() == WRITER_ID_DIGITS
+        && id.bytes().all(|byte| byte.is_ascii_hexdigit())
+        && (1..=16).contains(&attempt.len())
+        && attempt.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
 /// Maps names to keys under the configured prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -48,14 +61,43 @@ impl Layout {
         format!("{STREAMS}/{shard_key}")
     }
 
-    pub(crate) fn segment_key(shard_key: &str, base_offset: u64, object: SegmentObject) -> String {
-        format!("{STREAMS}/{shard_key}/{}", object.name(base_offset))
+    /// The key of a segment object of one upload attempt by `writer` (a tier's id,
+    /// random per process, then `-` and the attempt number):
+    /// `streams/<shard>/<base>-<writer>.<ext>`. No two attempts, of this server or of
+    /// another one pointed at the same bucket, write the same key, so objects are put
+    /// create-if-absent and nobody overwrites what a manifest lists; the manifest's
+    /// compare-and-swap decides whose segment counts.
+    pub(crate) fn segment_key(
+        shard_key: &str,
+        base_offset: u64,
+        object: SegmentObject,
+        writer: &str,
+    ) -> String {
+        let (stem, extension) = object
+            .name(base_offset)
+            .split_once('.')
+            .map(|(stem, extension)| (stem.to_owned(), extension.to_owned()))
+            .unwrap_or_default();
+        format!("{STREAMS}/{shard_key}/{stem}-{writer}.{extension}")
     }
 
-    /// The base offset of a segment object's key, if it is one (of any of the three kinds).
-    pub(crate) fn segment_base_offset(key: &str) -> Option<u64> {
+    /// The base offset and writer of a segment object's key, if it is one (of any of
+    /// the three kinds). Keys written before writer ids existed have none.
+    pub(crate) fn segment_object(key: &str) -> Option<(u64, Option<&str>)> {
         let name = key.rsplit('/').next()?;
-        SegmentObject::parse(name).map(|(base_offset, _)| base_offset)
+        let (stem, extension) = name.split_once('.')?;
+        let (digits, writer) = match stem.split_once('-') {
+            Some((digits, writer)) if is_writer_token(writer) => (digits, Some(writer)),
+            Some(_) => return None,
+            None => (stem, None),
+        };
+        SegmentObject::parse(&format!("{digits}.{extension}"))
+            .map(|(base_offset, _)| (base_offset, writer))
+    }
+
+    /// The base offset of a segment object's key, if it is one.
+    pub(crate) fn segment_base_offset(key: &str) -> Option<u64> {
+        Layout::segment_object(key).map(|(base_offset, _)| base_offset)
     }
 
     pub(crate) fn manifest_key(shard_key: &str) -> String {
@@ -128,8 +170,21 @@ mod tests {
     #[test]
     fn keys_follow_the_layout() {
         assert_eq!(
-            Layout::segment_key("orders/shard-0001", 4711, SegmentObject::Log),
-            "streams/orders/shard-0001/00000000000000004711.log"
+            Layout::segment_key(
+                "orders/shard-0001",
+                4711,
+                SegmentObject::Log,
+                "00000000deadbeef-2a"
+            ),
+            "streams/orders/shard-0001/00000000000000004711-00000000deadbeef-2a.log"
+        );
+        assert_eq!(
+            Layout::segment_object("streams/s/00000000000000004711-00000000deadbeef-2a.index"),
+            Some((4711, Some("00000000deadbeef-2a")))
+        );
+        assert_eq!(
+            Layout::segment_object("streams/s/00000000000000004711-nothex.index"),
+            None
         );
         assert_eq!(
             Layout::manifest_key("s"),

@@ -9,10 +9,16 @@
 //! <prefix>/
 //!   streams/<shard_key>/                      a shard key may hold '/', e.g. orders/shard-0001
 //!     manifest.json                           the shard's remote segments (see `manifest`)
-//!     00000000000000000000.log                batches verbatim, as in the local segment
-//!     00000000000000000000.index              the local .index file, byte for byte
-//!     00000000000000000000.timeindex          the local .timeindex file, byte for byte
-//!     00000000000000004711.log …
+//!     00000000000000000000-<writer>.log       batches verbatim, as in the local segment
+//!     00000000000000000000-<writer>.index     the local .index file, byte for byte
+//!     00000000000000000000-<writer>.timeindex the local .timeindex file, byte for byte
+//!     00000000000000004711-<writer>.log …
+//!
+//! `<writer>` is the uploading tier's random id and its attempt number
+//! (`3f2a…c1-1b`): no two uploads, by this server or another one on the same bucket,
+//! ever write the same key, so segment objects are put create-if-absent and nothing a
+//! manifest lists is ever overwritten. Keys written before writer ids (no `-<writer>`)
+//! are still read, listed and swept.
 //!   documents/<name>                          DR documents (metadata snapshots)
 //!   uploads/<ms>-<hash>.json                  journal of in-flight multipart uploads
 //!   probes/<pid>-<ms>                         start-up probe, deleted right away

@@ -13,9 +13,9 @@
 //!     { "base_offset": 0, "next_offset": 1200, "size_bytes": 1048512,
 //!       "max_timestamp": 1700000000123, "log_crc32c": 2864434397,
 //!       "uploaded_ms": 1700000100000,
-//!       "log_key": "streams/<shard_key>/00000000000000000000.log",
-//!       "index_key": "streams/<shard_key>/00000000000000000000.index",
-//!       "timeindex_key": "streams/<shard_key>/00000000000000000000.timeindex" },
+//!       "log_key": "streams/<shard_key>/00000000000000000000-<writer>.log",
+//!       "index_key": "streams/<shard_key>/00000000000000000000-<writer>.index",
+//!       "timeindex_key": "streams/<shard_key>/00000000000000000000-<writer>.timeindex" },
 //!     …
 //!   ]
 //! }

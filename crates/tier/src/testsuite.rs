@@ -371,7 +371,12 @@ async fn remote_retention(base: &TierConfig, log: &LocalLog) {
     assert!(listed.iter().any(|key| key == &remote[2].log_key));
     // What a crash between the manifest update and the deletes leaves: an unlisted
     // object below the remote start. The next pass that removes a segment sweeps it.
-    let orphan = Layout::segment_key(shard, remote[0].base_offset, SegmentObject::Log);
+    let orphan = Layout::segment_key(
+        shard,
+        remote[0].base_offset,
+        SegmentObject::Log,
+        &tier.inner.writer_token(),
+    );
     bucket
         .put(&orphan, Bytes::from_static(b"orphan"), PutMode::Overwrite)
         .await
@@ -598,7 +603,12 @@ async fn corruption_and_missing_objects(base: &TierConfig, log: &LocalLog) {
 async fn stale_uploads(base: &TierConfig) {
     let tier = open(base, |_| {}).await;
     let bucket = tier.inner.bucket.clone();
-    let key = Layout::segment_key("stale/shard-0", 0, SegmentObject::Log);
+    let key = Layout::segment_key(
+        "stale/shard-0",
+        0,
+        SegmentObject::Log,
+        &tier.inner.writer_token(),
+    );
     if bucket.multipart().is_some() {
         // A crash between starting an upload and finishing it.
         let (upload_id, _) = begin_multipart(&bucket, &key).await.unwrap();

@@ -66,9 +66,37 @@ pub(crate) struct Inner {
     /// retention pass of one shard do not make each other retry (and so that stores
     /// without conditional updates, the local file system, are safe too).
     manifest_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This tier's writer id (random per process), in every segment key it writes.
+    pub(crate) writer_id: String,
+    /// Upload attempts so far: the second part of every segment key's writer token.
+    upload_attempts: AtomicU64,
+}
+
+/// A writer id: 64 bits that differ between processes (clock, process id and a
+/// per-process count mixed through CRC-32C), as 16 hex digits.
+fn fresh_writer_id() -> String {
+    static OPENED: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let seed = format!(
+        "{nanos}/{}/{}",
+        std::process::id(),
+        OPENED.fetch_add(1, Ordering::Relaxed)
+    );
+    let high = crc32c::crc32c(seed.as_bytes());
+    let low = crc32c::crc32c_append(high, seed.as_bytes());
+    format!("{:016x}", (u64::from(high) << 32) | u64::from(low))
 }
 
 impl Inner {
+    /// The writer token for one upload attempt: this tier's id and a fresh attempt
+    /// number, so that no two attempts ever put the same key.
+    pub(crate) fn writer_token(&self) -> String {
+        let attempt = self.upload_attempts.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{attempt:x}", self.writer_id)
+    }
+
     /// The shard's manifest: cached, or loaded (single-flight) from the store.
     pub(crate) async fn manifest(&self, shard_key: &str) -> Result<Arc<Manifest>, Error> {
         validate_name(shard_key)?;
@@ -201,6 +229,8 @@ impl Tier {
                 read_positions: Cache::builder().max_capacity(READ_POSITIONS_MAX).build(),
                 prefetch_permits: Arc::new(Semaphore::new(PREFETCHES_IN_FLIGHT_MAX)),
                 manifest_locks: Mutex::default(),
+                writer_id: fresh_writer_id(),
+                upload_attempts: AtomicU64::new(0),
                 config,
             }),
         };

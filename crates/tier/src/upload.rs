@@ -163,10 +163,11 @@ pub(crate) async fn upload_segment(
     }
     let timeindex_bytes = read_file(&segment.timeindex_path).await?;
 
-    let log_key = Layout::segment_key(shard_key, segment.base_offset, SegmentObject::Log);
-    let index_key = Layout::segment_key(shard_key, segment.base_offset, SegmentObject::OffsetIndex);
-    let timeindex_key =
-        Layout::segment_key(shard_key, segment.base_offset, SegmentObject::TimeIndex);
+    let writer = inner.writer_token();
+    let key = |object| Layout::segment_key(shard_key, segment.base_offset, object, &writer);
+    let log_key = key(SegmentObject::Log);
+    let index_key = key(SegmentObject::OffsetIndex);
+    let timeindex_key = key(SegmentObject::TimeIndex);
     let log_crc32c = if segment.size_bytes > inner.config.multipart_threshold_bytes {
         upload_log_in_parts(inner, &log_key, segment).await?
     } else {
@@ -174,8 +175,8 @@ pub(crate) async fn upload_segment(
     };
     let index_len = index_bytes.len() as u64;
     let timeindex_len = timeindex_bytes.len() as u64;
-    put_overwrite(inner, &index_key, index_bytes).await?;
-    put_overwrite(inner, &timeindex_key, timeindex_bytes).await?;
+    put_new(inner, &index_key, index_bytes).await?;
+    put_new(inner, &timeindex_key, timeindex_bytes).await?;
     for (key, sent_bytes) in [
         (&log_key, segment.size_bytes),
         (&index_key, index_len),
@@ -234,10 +235,13 @@ async fn read_file(path: &Path) -> Result<Bytes, Error> {
         .map_err(Error::io(path))
 }
 
-async fn put_overwrite(inner: &Inner, key: &str, bytes: Bytes) -> Result<(), Error> {
+/// Puts a segment object create-if-absent: its key is unique to this upload attempt
+/// (see `Layout::segment_key`), so an object already there is someone else's and is
+/// never replaced.
+async fn put_new(inner: &Inner, key: &str, bytes: Bytes) -> Result<(), Error> {
     inner
         .bucket
-        .put(key, bytes, PutMode::Overwrite)
+        .put(key, bytes, PutMode::Create)
         .await
         .map_err(Error::store("put", key))
 }
@@ -255,7 +259,7 @@ async fn upload_log_whole(inner: &Inner, key: &str, segment: &SealedSegment) -> 
         ));
     }
     let crc = crc32c::crc32c(&bytes);
-    put_overwrite(inner, key, bytes).await?;
+    put_new(inner, key, bytes).await?;
     Ok(crc)
 }
 
