@@ -19,6 +19,7 @@ const CORRUPT_MESSAGE: i16 = 2;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const UNSUPPORTED_VERSION: i16 = 35;
+const INVALID_RECORD: i16 = 87;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,12 +345,29 @@ fn bomb(codec: shardline_records::Compression, megabytes: usize) -> Vec<u8> {
     shardline_records::encode_batch(&spec, &records).unwrap()
 }
 
+/// Produces each of `hostile` to partition 0 of `topic`, in a request of its own that
+/// also carries a good batch for partition 1: the hostile one gets INVALID_RECORD, its
+/// neighbour is stored.
+fn refused_beside_a_neighbour(
+    client: &mut RawClient,
+    topic: &str,
+    first_correlation_id: i32,
+    hostile: Vec<Vec<u8>>,
+) {
+    for (correlation_id, hostile) in (first_correlation_id..).zip(hostile) {
+        let good = build_simple_batch(1, &[b"neighbour"]);
+        let body = produce_body(topic, vec![(0, hostile), (1, good)]);
+        let answers = produce(client, correlation_id, &body);
+        assert_eq!(answers[0].1, INVALID_RECORD, "request {correlation_id}");
+        assert_eq!(answers[1].1, 0, "the neighbour is stored");
+    }
+}
+
 /// The closed-partition path decodes what the client sent; before the records codec,
 /// one lying batch there ended the process (an allocation of the claimed count).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_batches_to_a_closed_partition_are_refused_and_nothing_stops() {
     use shardline_records::Compression;
-    const INVALID_RECORD: i16 = 87;
     let server = TestServer::start().await;
     server
         .broker()
@@ -371,14 +389,8 @@ async fn hostile_batches_to_a_closed_partition_are_refused_and_nothing_stops() {
             gzip.len() < 1 << 20 && zstd.len() < 1 << 20,
             "bombs fit one batch"
         );
-        for (correlation_id, hostile) in [(20, lying), (21, gzip), (22, zstd)] {
-            // Each hostile batch shares its request with a good batch for a child.
-            let good = build_simple_batch(1, &[b"neighbour"]);
-            let body = produce_body("closed", vec![(0, hostile), (1, good)]);
-            let answers = produce(&mut client, correlation_id, &body);
-            assert_eq!(answers[0].1, INVALID_RECORD, "request {correlation_id}");
-            assert_eq!(answers[1].1, 0, "the neighbour is stored");
-        }
+        // Each hostile batch shares its request with a good batch for a child.
+        refused_beside_a_neighbour(&mut client, "closed", 20, vec![lying, gzip, zstd]);
         // A well-formed batch to the closed partition is still re-routed.
         let honest = build_simple_batch(1, &[b"late"]);
         let answers = produce(&mut client, 23, &produce_body("closed", vec![(0, honest)]));
@@ -404,7 +416,6 @@ async fn hostile_batches_to_a_closed_partition_are_refused_and_nothing_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_whose_counts_lie_are_refused_by_an_open_partition() {
     use shardline_records::Compression;
-    const INVALID_RECORD: i16 = 87;
     let server = TestServer::start().await;
     server
         .broker()

@@ -11,7 +11,7 @@
 //! records only below the high watermark, so a consumer never reads a record that a crash
 //! could still take back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
@@ -78,6 +78,9 @@ pub(crate) struct Shard {
     /// other has just changed (an upload writing back a start offset retention moved, or
     /// re-uploading a segment retention is deleting).
     pub(crate) tiering: tokio::sync::Mutex<()>,
+    /// Set when another server took this shard's remote log over (it was restored from
+    /// the bucket): this one no longer uploads to it or deletes from it.
+    pub(crate) tier_fenced: AtomicBool,
 }
 
 /// The token buckets of one shard. A rate of 0 means unlimited.
@@ -154,6 +157,7 @@ impl Shard {
             remote_start: AtomicU64::new(u64::MAX),
             remote_next: AtomicU64::new(0),
             tiering: tokio::sync::Mutex::new(()),
+            tier_fenced: AtomicBool::new(false),
         }
     }
 

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use shardline_core::batch::Batches;
 use shardline_tier::{SealedSegment, Tier, TierConfig};
-use tracing::{info, warn};
+use std::sync::atomic::Ordering;
+use tracing::{error, info, warn};
 
 use crate::{Broker, CommittedOffset, Error, Stream, StreamInfo, hex, lock};
 
@@ -73,7 +74,15 @@ fn tier_error(error: shardline_tier::Error) -> Error {
 
 /// Opens the store (probing it), cleans up abandoned multipart uploads, and restores the
 /// metadata document into a data directory that has none.
+///
+/// The tier's owner identity (what manifests name as their owner) is this data
+/// directory's: kept in `<data_dir>/meta/tier-owner`, created on first open. A data
+/// directory restored from the bucket gets a new one and takes over every shard it
+/// restored ([`Tier::claim`]), so a server it replaces, if still running, is fenced.
 pub(crate) async fn open_tier(config: &TierConfig, data_dir: &Path) -> Result<Tier, Error> {
+    let restoring = !shardline_meta::document_path(data_dir).exists();
+    let mut config = config.clone();
+    config.owner = shardline_meta::tier_owner(data_dir, &config.owner)?;
     let tier = Tier::open(config.clone()).await.map_err(tier_error)?;
     let aborted = tier.abort_stale_uploads().await.map_err(tier_error)?;
     if aborted > 0 {
@@ -91,7 +100,27 @@ pub(crate) async fn open_tier(config: &TierConfig, data_dir: &Path) -> Result<Ti
             "data directory was empty: restored stream metadata from the object store; tiered records keep their offsets"
         );
     }
+    if restoring && let Some(metadata) = shardline_meta::read_document(data_dir)? {
+        for key in shard_keys(&metadata) {
+            tier.claim(&key).await.map_err(tier_error)?;
+        }
+    }
     Ok(tier)
+}
+
+/// The shard key of every shard of every stream in a metadata document.
+fn shard_keys(metadata: &shardline_meta::Metadata) -> Vec<String> {
+    metadata
+        .streams
+        .values()
+        .flat_map(|record| {
+            let stream_key = stream_key_of(&record.name, &record.topic_id);
+            record
+                .shards
+                .iter()
+                .map(move |shard| format!("{stream_key}/{:06}", shard.index))
+        })
+        .collect()
 }
 
 /// Reads each shard's remote range from its manifest, for the streams in the local
@@ -101,17 +130,10 @@ pub(crate) async fn remote_ranges(tier: &Tier, data_dir: &Path) -> Result<Remote
         return Ok(RemoteRanges::default());
     };
     let mut ranges = RemoteRanges::new();
-    for record in metadata.streams.values() {
-        for shard in &record.shards {
-            let key = format!(
-                "{}/{:06}",
-                stream_key_of(&record.name, &record.topic_id),
-                shard.index
-            );
-            let manifest = tier.manifest(&key).await.map_err(tier_error)?;
-            if let (Some(start), Some(next)) = (manifest.start_offset(), manifest.next_offset()) {
-                ranges.insert(key, (start, next));
-            }
+    for key in shard_keys(&metadata) {
+        let manifest = tier.manifest(&key).await.map_err(tier_error)?;
+        if let (Some(start), Some(next)) = (manifest.start_offset(), manifest.next_offset()) {
+            ranges.insert(key, (start, next));
         }
     }
     Ok(ranges)
@@ -478,6 +500,9 @@ impl Broker {
     ) -> Result<usize, Error> {
         let shard = Arc::clone(&stream.shards[index as usize].shard);
         let _tiering = shard.tiering.lock().await;
+        if shard.tier_fenced.load(Ordering::Acquire) {
+            return Ok(0);
+        }
         let key = shard_key(&stream.info, index);
         let segments = shard
             .log
@@ -510,10 +535,15 @@ impl Broker {
             let Some(sealed) = SealedSegment::from_segment_info(segment) else {
                 continue;
             };
-            let remote = tier
-                .upload_segment(&key, &sealed)
-                .await
-                .map_err(tier_error)?;
+            let remote = match tier.upload_segment(&key, &sealed).await {
+                Ok(remote) => remote,
+                Err(shardline_tier::Error::Fenced { owner, .. }) => {
+                    shard.tier_fenced.store(true, Ordering::Release);
+                    error!(stream = %stream.info.name, shard = index, %owner, "another server took this shard's remote log over (it was restored from the bucket); this server stops tiering the shard and keeps its local copy");
+                    return Ok(uploaded);
+                }
+                Err(error) => return Err(tier_error(error)),
+            };
             let start = shard
                 .remote_range()
                 .filter(|_| uploaded_to.is_some())
@@ -574,6 +604,10 @@ impl Broker {
         };
         for slot in &stream.shards {
             let _tiering = slot.shard.tiering.lock().await;
+            // Another server owns the remote log now: not ours to trim.
+            if slot.shard.tier_fenced.load(Ordering::Acquire) {
+                continue;
+            }
             let key = shard_key(&stream.info, slot.shard.index);
             let manifest = tier.manifest(&key).await.map_err(tier_error)?;
             let remote_next = manifest.next_offset().unwrap_or(0);

@@ -269,6 +269,29 @@ pub fn document_path(data_dir: &Path) -> PathBuf {
     data_dir.join("meta").join(DOCUMENT_FILE)
 }
 
+/// This data directory's identity as an owner of remote logs (what tier manifests name
+/// as their owner): read from `meta/tier-owner`, or `fresh` written there durably the
+/// first time. Not part of the metadata document on purpose: a data directory restored
+/// from the bucket must get an identity of its own.
+pub fn tier_owner(data_dir: &Path, fresh: &str) -> Result<String, Error> {
+    let path = data_dir.join("meta").join("tier-owner");
+    match fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(Error::Io { path, source }),
+    }
+    shardline_durable::create_dir(&data_dir.join("meta"))
+        .and_then(|()| {
+            shardline_durable::replace(&path, fresh.as_bytes(), shardline_durable::DirSync::Yes)
+        })
+        .map_err(|error| Error::Io {
+            path: error.path,
+            source: error.source,
+        })?;
+    Ok(fresh.to_owned())
+}
+
 /// The metadata document of `data_dir`, if it has one, checked for its format version.
 pub fn read_document(data_dir: &Path) -> Result<Option<Metadata>, Error> {
     let path = document_path(data_dir);

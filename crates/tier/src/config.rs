@@ -115,6 +115,10 @@ pub struct TierConfig {
     pub retry_backoff_min_ms: u64,
     /// Largest back-off between two attempts.
     pub retry_backoff_max_ms: u64,
+    /// This server's identity in manifests (see `Manifest::owner`): stable across its
+    /// restarts, different for every server. The broker keeps it in its data directory;
+    /// the default is a fresh random one.
+    pub owner: String,
 }
 
 impl TierConfig {
@@ -131,6 +135,7 @@ impl TierConfig {
             retry_attempts_max: 5,
             retry_backoff_min_ms: 100,
             retry_backoff_max_ms: 5_000,
+            owner: crate::tier::fresh_writer_id(),
         }
     }
 

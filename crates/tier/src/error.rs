@@ -108,6 +108,15 @@ pub enum Error {
         #[source]
         source: StoreError,
     },
+    /// Another server owns this shard's remote log (it was restored from the bucket and
+    /// took the shard over): this one may no longer change it.
+    #[error("shard {shard_key} is tiered by another server ({owner}); this one is fenced")]
+    Fenced {
+        /// The shard.
+        shard_key: String,
+        /// The owner the manifest names.
+        owner: String,
+    },
     /// The manifest kept changing under a read-modify-write; another writer is active.
     #[error("manifest of shard {shard_key} changed concurrently {attempts} times in a row")]
     ManifestConflict {

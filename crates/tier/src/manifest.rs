@@ -17,7 +17,8 @@
 //!       "index_key": "streams/<shard_key>/00000000000000000000-<writer>.index",
 //!       "timeindex_key": "streams/<shard_key>/00000000000000000000-<writer>.timeindex" },
 //!     …
-//!   ]
+//!   ],
+//!   "owner": "9c1f…"
 //! }
 //! ```
 //!
@@ -80,6 +81,15 @@ pub struct Manifest {
     pub format_version: u32,
     /// Ascending by offset and contiguous: each starts where the previous one ends.
     pub segments: Vec<RemoteSegment>,
+    /// The server that owns this shard's remote log (its [`TierConfig::owner`]): only it
+    /// changes the manifest. Set by the first write; taken over by a server restored
+    /// from the bucket ([`Tier::claim`]), after which the old owner is fenced. Absent in
+    /// manifests written before owners existed.
+    ///
+    /// [`TierConfig::owner`]: crate::TierConfig::owner
+    /// [`Tier::claim`]: crate::Tier::claim
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Default for Manifest {
@@ -87,6 +97,7 @@ impl Default for Manifest {
         Manifest {
             format_version: FORMAT_VERSION,
             segments: Vec::new(),
+            owner: None,
         }
     }
 }
@@ -189,6 +200,7 @@ mod tests {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             segments: vec![segment(10, 20), segment(20, 35)],
+            owner: Some("0123456789abcdef".to_owned()),
         };
         let decoded = Manifest::decode(&manifest.encode()).unwrap();
         assert_eq!(decoded, manifest);
@@ -205,6 +217,7 @@ mod tests {
         let gap = Manifest {
             format_version: FORMAT_VERSION,
             segments: vec![segment(10, 20), segment(21, 35)],
+            owner: None,
         };
         let bytes = serde_json::to_vec(&gap).unwrap();
         assert!(

@@ -74,7 +74,7 @@ pub(crate) struct Inner {
 
 /// A writer id: 64 bits that differ between processes (clock, process id and a
 /// per-process count mixed through CRC-32C), as 16 hex digits.
-fn fresh_writer_id() -> String {
+pub(crate) fn fresh_writer_id() -> String {
     static OPENED: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -141,10 +141,23 @@ impl Inner {
     }
 
     /// Read-modify-write of the shard's manifest with a conditional put, re-reading and
-    /// re-applying `edit` when another writer got there first.
+    /// re-applying `edit` when another writer got there first. A manifest owned by
+    /// another server is [`Error::Fenced`] and stays as it is; a write makes this server
+    /// its owner if it had none.
     pub(crate) async fn update_manifest<R>(
         &self,
         shard_key: &str,
+        edit: impl FnMut(&mut Manifest) -> Result<ManifestChange<R>, Error>,
+    ) -> Result<R, Error> {
+        self.edit_manifest(shard_key, false, edit).await
+    }
+
+    /// As [`Inner::update_manifest`]; with `takeover`, a manifest owned by another
+    /// server is edited all the same and this server becomes its owner.
+    pub(crate) async fn edit_manifest<R>(
+        &self,
+        shard_key: &str,
+        takeover: bool,
         mut edit: impl FnMut(&mut Manifest) -> Result<ManifestChange<R>, Error>,
     ) -> Result<R, Error> {
         let lock = self.manifest_lock(shard_key);
@@ -152,15 +165,30 @@ impl Inner {
         let key = Layout::manifest_key(shard_key);
         for attempt in 1..=MANIFEST_ATTEMPTS_MAX {
             let (mut manifest, mode) = self.load_manifest(shard_key).await?;
+            let ours = &self.config.owner;
+            match &manifest.owner {
+                Some(owner) if owner != ours && !takeover => {
+                    self.manifests
+                        .insert(shard_key.to_string(), Arc::new(manifest.clone()))
+                        .await;
+                    return Err(Error::Fenced {
+                        shard_key: shard_key.to_string(),
+                        owner: owner.clone(),
+                    });
+                }
+                _ => {}
+            }
+            let claimed = manifest.owner.as_ref() != Some(ours);
             let outcome = match edit(&mut manifest)? {
-                ManifestChange::Keep(outcome) => {
+                ManifestChange::Keep(outcome) if !(takeover && claimed) => {
                     self.manifests
                         .insert(shard_key.to_string(), Arc::new(manifest))
                         .await;
                     return Ok(outcome);
                 }
-                ManifestChange::Write(outcome) => outcome,
+                ManifestChange::Keep(outcome) | ManifestChange::Write(outcome) => outcome,
             };
+            manifest.owner = Some(ours.clone());
             let bytes = Bytes::from(manifest.encode());
             match self.bucket.put(&key, bytes, mode).await {
                 Ok(()) => {
@@ -379,6 +407,22 @@ impl Tier {
             tracing::warn!(shard_key, key, "a remote segment object is missing");
         }
         read
+    }
+
+    /// Takes the shard's remote log over: this server becomes the manifest's owner,
+    /// whoever owned it, and the previous owner's next change to it is
+    /// [`Error::Fenced`]. What a server restored from the bucket does for every shard it
+    /// restored, so that the server it replaces, if it still runs, stops writing there.
+    pub async fn claim(&self, shard_key: &str) -> Result<(), Error> {
+        validate_name(shard_key)?;
+        self.inner
+            .edit_manifest(shard_key, true, |_| Ok(ManifestChange::Keep(())))
+            .await
+    }
+
+    /// This tier's owner identity ([`TierConfig::owner`]).
+    pub fn owner(&self) -> &str {
+        &self.inner.config.owner
     }
 
     /// Remote retention: removes the segments whose records all lie below `offset`

@@ -214,7 +214,21 @@ pub(crate) async fn upload_segment(
             manifest.segments.push(remote.clone());
             Ok(ManifestChange::Write(remote.clone()))
         })
-        .await?;
+        .await;
+    let recorded = match recorded {
+        Ok(recorded) => recorded,
+        // Definite refusals: the manifest will never list these objects. (After any
+        // other error the put may have landed, so the objects must stay.)
+        Err(error @ (Error::Fenced { .. } | Error::NotContiguous { .. })) => {
+            discard(inner, &remote).await;
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
+    if recorded != remote {
+        // Another upload of the same segment was recorded first; ours is unlisted.
+        discard(inner, &remote).await;
+    }
     if recorded == remote {
         add(&inner.counters.segments_uploaded, 1);
         add(&inner.counters.segment_uploaded_bytes, segment.size_bytes);
@@ -226,6 +240,16 @@ pub(crate) async fn upload_segment(
         );
     }
     Ok(recorded)
+}
+
+/// Deletes the objects of an upload no manifest lists, best effort (a leftover is swept
+/// by the next remote retention below it).
+async fn discard(inner: &Inner, remote: &RemoteSegment) {
+    for key in remote.keys() {
+        if let Err(error) = inner.bucket.delete(key).await {
+            tracing::warn!(key, %error, "could not delete an unlisted segment object");
+        }
+    }
 }
 
 async fn read_file(path: &Path) -> Result<Bytes, Error> {

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use shardline_core::{HashKey, HashKeyRange};
@@ -741,25 +742,40 @@ async fn open_shards_over_all_streams_are_capped() {
 /// Issue 10 item 9: a fetch that chose the local log just before the tiering pass
 /// deleted that segment's local copy must read it from the tier, not answer
 /// OFFSET_OUT_OF_RANGE (which makes consumers reset their position).
-#[tokio::test]
-async fn a_read_that_lost_its_local_segment_to_the_tier_reads_the_tier() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = open_tiered(dir.path()).await;
+/// A tiered broker with stream "t" of 1 KiB segments holding one ~670-byte batch each,
+/// timestamped `now + delta` for each of `deltas_ms`, then a tier pass two days later:
+/// all but the last segment uploaded and their local copies deleted (local retention:
+/// 24 hours). Returns the broker, the stream, the shard's index and `now`.
+async fn tiered_and_trimmed(
+    data_dir: &Path,
+    deltas_ms: &[i64],
+) -> (Broker, Arc<crate::Stream>, usize, i64) {
+    let broker = open_tiered(data_dir).await;
     let configs = BTreeMap::from([("segment.bytes".to_owned(), "1024".to_owned())]);
     broker.create_stream("t", 1, configs, false).await.unwrap();
     let value = vec![b't'; 600];
     let now = broker.now_ms();
-    for _ in 0..4 {
-        append(&broker, "t", 0, now, &[&value]).await;
+    for delta in deltas_ms {
+        append(&broker, "t", 0, now + delta, &[&value]).await;
     }
+    let sealed = deltas_ms.len() - 1;
+    assert_eq!(
+        broker.tier_pass(now + 2 * 86_400_000).await.unwrap(),
+        sealed
+    );
     let (stream, index) = broker.shard("t", 0).unwrap();
-    // The read decides "local" here ...
-    let seen_local_start = stream.shards[index].shard.log_start_offset();
-    assert_eq!(seen_local_start, 0);
-    // ... then a tiering pass two days later uploads the sealed segments and deletes
-    // their local copies (local retention: 24 hours) ...
-    assert_eq!(broker.tier_pass(now + 2 * 86_400_000).await.unwrap(), 3);
-    assert!(stream.shards[index].shard.log_start_offset() > 0);
+    assert_eq!(stream.shards[index].shard.log_start_offset(), sealed as u64);
+    (broker, stream, index, now)
+}
+
+#[tokio::test]
+async fn a_read_that_lost_its_local_segment_to_the_tier_reads_the_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    // The read decided "local" when the local log still started at 0 ...
+    let seen_local_start = 0;
+    // ... then the tiering pass uploaded the sealed segments and deleted their local
+    // copies ...
+    let (broker, stream, index, _) = tiered_and_trimmed(dir.path(), &[0; 4]).await;
     // ... and the read goes on with what it saw.
     let outcome = broker
         .read_from(&stream, index, 0, 1 << 20, seen_local_start)
@@ -774,17 +790,7 @@ async fn a_read_that_lost_its_local_segment_to_the_tier_reads_the_tier() {
 #[tokio::test]
 async fn offsets_by_timestamp_are_found_in_tiered_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open_tiered(dir.path()).await;
-    let configs = BTreeMap::from([("segment.bytes".to_owned(), "1024".to_owned())]);
-    broker.create_stream("t", 1, configs, false).await.unwrap();
-    let value = vec![b't'; 600];
-    let now = broker.now_ms();
-    for second in 0..4 {
-        append(&broker, "t", 0, now + second * 1_000, &[&value]).await;
-    }
-    assert_eq!(broker.tier_pass(now + 2 * 86_400_000).await.unwrap(), 3);
-    let (stream, index) = broker.shard("t", 0).unwrap();
-    assert_eq!(stream.shards[index].shard.log_start_offset(), 3);
+    let (broker, _, _, now) = tiered_and_trimmed(dir.path(), &[0, 1_000, 2_000, 3_000]).await;
     for (timestamp, expected) in [
         (now - 1, Some(0)),
         (now + 1, Some(1)),
@@ -802,4 +808,85 @@ async fn offsets_by_timestamp_are_found_in_tiered_segments() {
         );
     }
     broker.shutdown().await;
+}
+
+async fn open_on_bucket(data_dir: &Path, url: &str) -> Broker {
+    let mut config = BrokerConfig::with_data_dir(data_dir.to_path_buf());
+    config.tier = Some(shardline_tier::TierConfig::new(url));
+    config.tier_upload_interval_ms = 3_600_000;
+    Broker::open(config).await.unwrap()
+}
+
+/// Issue 10 item 12: a server restored from the bucket while the original still runs.
+/// The restored one takes every shard's remote log over; the original, fenced, stops
+/// tiering those shards, and nothing either manifest lists is overwritten or deleted.
+#[tokio::test]
+async fn a_server_restored_from_the_bucket_fences_the_original() {
+    let url = "memory://fencing-test";
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = open_on_bucket(first_dir.path(), url).await;
+    let configs = BTreeMap::from([("segment.bytes".to_owned(), "1024".to_owned())]);
+    first.create_stream("t", 1, configs, false).await.unwrap();
+    let value = vec![b't'; 600];
+    let now = first.now_ms();
+    for _ in 0..4 {
+        append(&first, "t", 0, now, &[&value]).await;
+    }
+    // Uploads [0, 3) and snapshots the metadata into the bucket.
+    assert_eq!(first.tier_pass(now).await.unwrap(), 3);
+
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = open_on_bucket(second_dir.path(), url).await;
+    assert_eq!(
+        second.offsets("t", 0).unwrap(),
+        (0, 3),
+        "restored from the bucket"
+    );
+    let (stream, index) = first.shard("t", 0).unwrap();
+    let key = crate::tiering::shard_key(&stream.info, index as u32);
+    let tier = second.inner.tier.as_ref().unwrap();
+    assert_eq!(
+        tier.manifest(&key).await.unwrap().owner.as_deref(),
+        Some(tier.owner())
+    );
+
+    // The original goes on writing; its next upload is refused, and it stops tiering
+    // the shard instead of failing every pass.
+    for _ in 0..2 {
+        append(&first, "t", 0, now, &[&value]).await;
+    }
+    assert_eq!(first.tier_pass(now).await.unwrap(), 0);
+    assert!(
+        stream.shards[index]
+            .shard
+            .tier_fenced
+            .load(Ordering::Acquire)
+    );
+    assert_eq!(first.tier_pass(now).await.unwrap(), 0, "and stays out");
+    // Remote retention of the fenced server leaves the remote log alone too.
+    first
+        .enforce_retention(now + 400 * 86_400_000)
+        .await
+        .unwrap();
+
+    // The manifest still lists exactly what was uploaded, every object is there, and
+    // the restored server reads it all from the bucket.
+    tier.sync_cache().await;
+    let manifest = tier.manifest(&key).await.unwrap();
+    assert_eq!(
+        (manifest.start_offset(), manifest.next_offset()),
+        (Some(0), Some(3))
+    );
+    for offset in 0..3 {
+        let outcome = second.read("t", 0, offset, 1 << 20).await.unwrap();
+        let header = shardline_core::batch::BatchHeader::parse(&outcome.records).unwrap();
+        assert_eq!(header.base_offset, offset);
+    }
+    // The new owner tiers as usual.
+    for _ in 0..2 {
+        append(&second, "t", 0, now, &[&value]).await;
+    }
+    assert_eq!(second.tier_pass(now).await.unwrap(), 1);
+    first.shutdown().await;
+    second.shutdown().await;
 }
