@@ -78,9 +78,10 @@ pub(crate) struct Shard {
     /// other has just changed (an upload writing back a start offset retention moved, or
     /// re-uploading a segment retention is deleting).
     pub(crate) tiering: tokio::sync::Mutex<()>,
-    /// Set when another server took this shard's remote log over (it was restored from
-    /// the bucket): this one no longer uploads to it or deletes from it.
-    pub(crate) tier_fenced: AtomicBool,
+    /// Set when this server must no longer upload to the shard's remote log or delete
+    /// from it: another server took it over (restored from the bucket), or the stream is
+    /// being deleted (so a pass that started before cannot upload after the delete).
+    pub(crate) tier_stopped: AtomicBool,
 }
 
 /// The token buckets of one shard. A rate of 0 means unlimited.
@@ -157,7 +158,7 @@ impl Shard {
             remote_start: AtomicU64::new(u64::MAX),
             remote_next: AtomicU64::new(0),
             tiering: tokio::sync::Mutex::new(()),
-            tier_fenced: AtomicBool::new(false),
+            tier_stopped: AtomicBool::new(false),
         }
     }
 

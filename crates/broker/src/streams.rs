@@ -163,6 +163,13 @@ impl Broker {
             warn!(stream = name, %error, "could not drop the deleted stream's committed offsets; the next start drops them");
         }
         stop_writers(&stream).await;
+        // A tiering pass may hold this stream from before it left the map: wait for any
+        // upload in flight, and stop the shards so that none starts after the objects
+        // are deleted (it would leave them orphaned in the bucket).
+        for slot in &stream.shards {
+            let _tiering = slot.shard.tiering.lock().await;
+            slot.shard.tier_stopped.store(true, Ordering::Release);
+        }
         if let Err(error) = self.delete_remote_stream(&stream.info).await {
             warn!(stream = name, %error, "could not delete the stream's objects; they are orphaned in the bucket");
         }

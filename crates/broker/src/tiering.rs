@@ -491,7 +491,7 @@ impl Broker {
         }
     }
 
-    async fn tier_shard(
+    pub(crate) async fn tier_shard(
         &self,
         tier: &Tier,
         stream: &Stream,
@@ -500,7 +500,7 @@ impl Broker {
     ) -> Result<usize, Error> {
         let shard = Arc::clone(&stream.shards[index as usize].shard);
         let _tiering = shard.tiering.lock().await;
-        if shard.tier_fenced.load(Ordering::Acquire) {
+        if shard.tier_stopped.load(Ordering::Acquire) {
             return Ok(0);
         }
         let key = shard_key(&stream.info, index);
@@ -538,7 +538,7 @@ impl Broker {
             let remote = match tier.upload_segment(&key, &sealed).await {
                 Ok(remote) => remote,
                 Err(shardline_tier::Error::Fenced { owner, .. }) => {
-                    shard.tier_fenced.store(true, Ordering::Release);
+                    shard.tier_stopped.store(true, Ordering::Release);
                     error!(stream = %stream.info.name, shard = index, %owner, "another server took this shard's remote log over (it was restored from the bucket); this server stops tiering the shard and keeps its local copy");
                     return Ok(uploaded);
                 }
@@ -605,7 +605,7 @@ impl Broker {
         for slot in &stream.shards {
             let _tiering = slot.shard.tiering.lock().await;
             // Another server owns the remote log now: not ours to trim.
-            if slot.shard.tier_fenced.load(Ordering::Acquire) {
+            if slot.shard.tier_stopped.load(Ordering::Acquire) {
                 continue;
             }
             let key = shard_key(&stream.info, slot.shard.index);

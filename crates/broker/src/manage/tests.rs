@@ -859,7 +859,7 @@ async fn a_server_restored_from_the_bucket_fences_the_original() {
     assert!(
         stream.shards[index]
             .shard
-            .tier_fenced
+            .tier_stopped
             .load(Ordering::Acquire)
     );
     assert_eq!(first.tier_pass(now).await.unwrap(), 0, "and stays out");
@@ -889,4 +889,28 @@ async fn a_server_restored_from_the_bucket_fences_the_original() {
     assert_eq!(second.tier_pass(now).await.unwrap(), 1);
     first.shutdown().await;
     second.shutdown().await;
+}
+
+/// Issue 10 item 9: a tiering pass that took the stream before `delete_stream` removed
+/// it must not upload afterwards (the objects would be orphaned in the bucket).
+#[tokio::test]
+async fn a_pass_holding_a_deleted_stream_uploads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_tiered(dir.path()).await;
+    let configs = BTreeMap::from([("segment.bytes".to_owned(), "1024".to_owned())]);
+    broker.create_stream("d", 1, configs, false).await.unwrap();
+    let value = vec![b'd'; 600];
+    let now = broker.now_ms();
+    for _ in 0..4 {
+        append(&broker, "d", 0, now, &[&value]).await;
+    }
+    // What a pass that started just before the delete holds.
+    let (stale, _) = broker.shard("d", 0).unwrap();
+    let key = crate::tiering::shard_key(&stale.info, 0);
+    broker.delete_stream("d").await.unwrap();
+    let tier = broker.inner.tier.clone().unwrap();
+    let uploaded = broker.tier_shard(&tier, &stale, 0, now).await.unwrap();
+    assert_eq!(uploaded, 0);
+    assert!(tier.manifest(&key).await.unwrap().segments.is_empty());
+    broker.shutdown().await;
 }
