@@ -453,6 +453,11 @@ pub fn metrics(broker: &Broker) -> String {
                 "Cold-read block cache misses.",
                 stats.cache_misses,
             ),
+            (
+                "crc_mismatches_total",
+                "Remote segments whose whole-object CRC-32C differs from the one recorded at upload.",
+                stats.crc_mismatches,
+            ),
         ] {
             let _ = writeln!(out, "# HELP shardline_tier_{name} {help}");
             let _ = writeln!(out, "# TYPE shardline_tier_{name} counter");

@@ -27,6 +27,7 @@ use crate::Error;
 use crate::bucket::Bucket;
 use crate::manifest::RemoteSegment;
 use crate::metrics::{Counters, add};
+use crate::whole_crc::WholeCrc;
 
 /// Bookkeeping bytes charged per entry on top of its data, so that many tiny entries
 /// cannot exceed the budget in real memory.
@@ -68,6 +69,7 @@ pub(crate) struct BlockCache {
     cache: Cache<CacheKey, Cached>,
     block_bytes: u64,
     counters: Arc<Counters>,
+    whole_crc: WholeCrc,
 }
 
 impl fmt::Debug for BlockCache {
@@ -94,6 +96,7 @@ impl BlockCache {
         BlockCache {
             cache,
             block_bytes,
+            whole_crc: WholeCrc::new(Arc::clone(&counters)),
             counters,
         }
     }
@@ -131,6 +134,7 @@ impl BlockCache {
         let start = block * self.block_bytes;
         let end = (start + self.block_bytes).min(segment.size_bytes);
         debug_assert!(start < end, "block {block} is past the segment's end");
+        self.whole_crc.check(segment, identity)?;
         let key = CacheKey::Block {
             segment: Arc::clone(identity),
             block,
@@ -140,6 +144,15 @@ impl BlockCache {
             .entry(key)
             .or_try_insert_with(async {
                 let bytes = bucket.get_range(&segment.log_key, start..end).await?;
+                if bytes.len() as u64 == end - start {
+                    self.whole_crc.record(
+                        segment,
+                        identity,
+                        self.block_bytes,
+                        block,
+                        crc32c::crc32c(&bytes),
+                    )?;
+                }
                 if bytes.len() as u64 != end - start {
                     return Err(Error::RemoteCorrupt {
                         key: segment.log_key.clone(),

@@ -33,6 +33,7 @@
 //! - `upload`: [`SealedSegment`] upload (whole or multipart), verification, journal.
 //! - `read`: cold reads, batch by batch, with read-ahead.
 //! - `cache`: the moka block cache (LRU, weighed in bytes, single-flight loads).
+//! - `whole_crc`: the whole-object CRC check, from the CRCs of the blocks fetched.
 //! - `manifest`: [`Manifest`] and [`RemoteSegment`], the manifest's JSON format.
 //! - `layout`: the one owner of object key names.
 //! - `bucket`: builds the store from the URL and wraps it once in the decorators:
@@ -57,6 +58,7 @@ mod read;
 mod retry;
 mod tier;
 mod upload;
+mod whole_crc;
 
 #[cfg(test)]
 mod testsuite;

@@ -50,6 +50,9 @@ pub struct TierStats {
     pub cache_misses: u64,
     /// Bytes held by the block cache now (approximate until pending evictions run).
     pub cache_size_bytes: u64,
+    /// Remote segments whose fetched blocks, all combined, did not match the CRC-32C
+    /// recorded at upload (each is refused from then on).
+    pub crc_mismatches: u64,
 }
 
 /// The live counters, shared by the decorators, the cache and the upload code.
@@ -68,6 +71,7 @@ pub(crate) struct Counters {
     pub(crate) lists: AtomicU64,
     pub(crate) cache_hits: AtomicU64,
     pub(crate) cache_misses: AtomicU64,
+    pub(crate) crc_mismatches: AtomicU64,
 }
 
 /// Adds `n` to a counter; relaxed, because counters order nothing.
@@ -93,6 +97,7 @@ impl Counters {
             cache_hits: get(&self.cache_hits),
             cache_misses: get(&self.cache_misses),
             cache_size_bytes,
+            crc_mismatches: get(&self.crc_mismatches),
         }
     }
 }

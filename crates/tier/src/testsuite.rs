@@ -125,6 +125,7 @@ pub(crate) async fn run_all(base: TierConfig) {
     delete_prefix(&base, &log).await;
     documents(&base).await;
     corruption_and_missing_objects(&base, &log).await;
+    replaced_object(&base, &log).await;
     stale_uploads(&base).await;
     multipart(&base).await;
     tracing::info!(
@@ -479,6 +480,57 @@ async fn documents(base: &TierConfig) {
     assert!(matches!(
         tier.put_document("bad name", Bytes::new()).await,
         Err(Error::InvalidName { .. })
+    ));
+}
+
+/// An object replaced by other well-formed batches (every batch CRC valid) is found by
+/// the whole-object CRC once all its blocks were fetched, and refused from then on.
+async fn replaced_object(base: &TierConfig, log: &LocalLog) {
+    let tier = open(base, |_| {}).await;
+    let shard = "replaced/shard-0";
+    let remote = upload_all(&tier, shard, log).await;
+    let segment = &remote[0];
+    let bucket = tier.inner.bucket.clone();
+    let (original, _) = bucket.get(&segment.log_key).await.unwrap().unwrap();
+    let mut replaced = original.to_vec();
+    let first = shardline_core::batch::BatchHeader::parse(&replaced).unwrap();
+    let header_len = shardline_core::batch::HEADER_LEN;
+    let inside = header_len + (first.total_len() - header_len) / 2;
+    replaced[inside] ^= 0x01;
+    shardline_core::batch::write_crc(&mut replaced[..first.total_len()]);
+    bucket
+        .put(&segment.log_key, Bytes::from(replaced), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let fresh = open(base, |_| {}).await;
+    let mut offset = segment.base_offset;
+    let error = loop {
+        match fresh.read(shard, offset, segment.next_offset, 4000).await {
+            Ok(bytes) if bytes.is_empty() => panic!("read to the end without noticing"),
+            Ok(bytes) => {
+                let last = shardline_core::batch::Batches::new(&bytes, true)
+                    .map(|batch| batch.unwrap().0.last_offset())
+                    .last()
+                    .unwrap();
+                offset = last as u64 + 1;
+                assert!(
+                    offset < segment.next_offset,
+                    "read to the end without noticing"
+                );
+            }
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(&error, Error::RemoteCorrupt { key, reason, .. }
+            if key == &segment.log_key && reason.contains("CRC-32C")),
+        "{error:?}"
+    );
+    assert_eq!(fresh.stats().crc_mismatches, 1);
+    // Refused from now on, from its first offset too.
+    assert!(matches!(
+        fresh.read(shard, segment.base_offset, u64::MAX, 100).await,
+        Err(Error::RemoteCorrupt { .. })
     ));
 }
 
