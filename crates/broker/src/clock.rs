@@ -91,6 +91,50 @@ mod tests {
         throttle_ms
     }
 
+    /// Kinesis allows five SplitShard / MergeShards calls per second per account.
+    #[tokio::test]
+    async fn splits_and_merges_are_rate_limited_by_the_broker_clock() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(&clock, dir.path()).await;
+        broker
+            .create_stream("t", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        // Five splits in one instant: each splits the newest child's range again.
+        let mut shard = 0;
+        for _ in 0..5 {
+            let range = broker
+                .open_shards("t")
+                .unwrap()
+                .into_iter()
+                .find(|open| open.index == shard)
+                .unwrap()
+                .range;
+            let middle = range.start + (range.end - range.start) / 2 + 1;
+            shard = broker.split_shard("t", shard, middle).await.unwrap().1;
+        }
+        let range = broker
+            .open_shards("t")
+            .unwrap()
+            .into_iter()
+            .find(|open| open.index == shard)
+            .unwrap()
+            .range;
+        let middle = range.start + (range.end - range.start) / 2 + 1;
+        let refused = broker.split_shard("t", shard, middle).await.unwrap_err();
+        assert_eq!(refused.kind(), crate::ErrorKind::LimitExceeded);
+        assert!(
+            refused.to_string().contains("reshards_per_second_max"),
+            "{refused}"
+        );
+        assert_eq!(broker.open_shards("t").unwrap().len(), 6, "nothing changed");
+        // A second later of broker time, not of wall time, there is room again.
+        clock.advance(1_000);
+        broker.split_shard("t", shard, middle).await.unwrap();
+        broker.shutdown().await;
+    }
+
     #[tokio::test]
     async fn write_throttles_follow_the_broker_clock_not_the_wall() {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));

@@ -58,6 +58,9 @@ pub struct BrokerConfig {
     pub scaling_factor_max: u32,
     /// Most uniform scalings per stream in a rolling 24 hours (Kinesis: 10).
     pub scalings_per_day_max: u32,
+    /// Most SplitShard and MergeShards calls per second over all streams (Kinesis: 5
+    /// transactions per second per account); more get [`Error::LimitExceeded`](crate::Error).
+    pub reshards_per_second_max: u32,
     /// How often the background task deletes expired segments.
     pub retention_check_interval_ms: u64,
     /// How on-demand streams are scaled.
@@ -126,6 +129,7 @@ impl BrokerConfig {
             decompressed_batch_bytes_max: DECOMPRESSED_BATCH_BYTES_MAX_DEFAULT,
             scaling_factor_max: 2,
             scalings_per_day_max: 10,
+            reshards_per_second_max: 5,
             retention_check_interval_ms: 60_000,
             on_demand: OnDemandConfig::default(),
             tier: None,

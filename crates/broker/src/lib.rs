@@ -237,6 +237,8 @@ struct Inner {
     /// Whose turn it is among a stream's open shards for the next keyless batch sent to a
     /// closed shard.
     keyless_turn: AtomicUsize,
+    /// SplitShard / MergeShards calls allowed (`reshards_per_second_max`).
+    reshard_rate: Mutex<shardline_core::throttle::TokenBucket>,
     /// Streams with a change under way (reshard, retention change: UPDATING; delete:
     /// DELETING). Kinesis answers ResourceInUse to a second change meanwhile.
     busy: Mutex<BTreeMap<String, StreamStatus>>,

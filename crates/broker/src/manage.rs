@@ -175,6 +175,7 @@ impl Broker {
         let (low, high) = reshard::split(parent.range, new_starting_hash_key)
             .map_err(|error| Error::InvalidReshard(error.to_string()))?;
         self.check_shard_budget(&current, 1)?;
+        self.take_reshard_turn("SplitShard")?;
         let plan = vec![
             Child {
                 range: low,
@@ -206,6 +207,7 @@ impl Broker {
         }
         let range = reshard::merge(first.range, second.range)
             .map_err(|error| Error::InvalidReshard(error.to_string()))?;
+        self.take_reshard_turn("MergeShards")?;
         let plan = vec![Child {
             range,
             parent: shard,
@@ -342,6 +344,19 @@ impl Broker {
             .await?;
         info!(stream = name, from = count, to = target, "stream scaled");
         Ok((count, target))
+    }
+
+    /// Takes one of the `reshards_per_second_max` splits and merges a second allows.
+    fn take_reshard_turn(&self, operation: &str) -> Result<(), Error> {
+        let now = self.now_ms();
+        lock(&self.inner.reshard_rate)
+            .try_take(now, 1)
+            .map_err(|wait_ms| {
+                Error::LimitExceeded(format!(
+                    "Rate exceeded for {operation}: at most {} splits and merges per second (reshards_per_second_max); try again in {wait_ms} ms",
+                    self.inner.config.reshards_per_second_max
+                ))
+            })
     }
 
     /// Refuses `extra` more open shards past [`BrokerConfig::open_shards_total_max`]

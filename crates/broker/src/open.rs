@@ -27,6 +27,11 @@ impl Broker {
                 .await
                 .map_err(|error| Error::Internal(format!("open task failed: {error}")))??;
         let cluster_id = meta.metadata().cluster_id.clone();
+        let reshard_rate = shardline_core::throttle::TokenBucket::new(
+            u64::from(config.reshards_per_second_max),
+            u64::from(config.reshards_per_second_max),
+            config.clock.now_ms(),
+        );
         let (offsets_sender, offsets_receiver) = mpsc::channel(offsets::OFFSET_QUEUE_DEPTH);
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -47,6 +52,7 @@ impl Broker {
                 pass_failures: AtomicU64::new(0),
                 stop: tokio::sync::watch::Sender::new(false),
                 keyless_turn: AtomicUsize::new(0),
+                reshard_rate: Mutex::new(reshard_rate),
                 busy: Mutex::new(BTreeMap::new()),
                 tier,
                 snapshots: Mutex::new(tiering::Snapshots::default()),

@@ -126,6 +126,8 @@ pub struct StreamsSection {
     pub scaling_factor_max: u32,
     /// Most uniform scalings per stream in a rolling 24 hours.
     pub scalings_per_day_max: u32,
+    /// Most splits and merges per second over all streams.
+    pub reshards_per_second_max: u32,
     /// How often expired segments are looked for, in ms.
     pub retention_check_interval_ms: u64,
     /// On-demand scaling: the measuring window, in ms.
@@ -328,6 +330,7 @@ impl Default for StreamsSection {
             shard_read_bytes_per_second: defaults.shard_read_bytes_per_second,
             scaling_factor_max: 2,
             scalings_per_day_max: 10,
+            reshards_per_second_max: 5,
             retention_check_interval_ms: 60_000,
             on_demand_window_ms: 60_000,
             on_demand_hot_percent: 80,
@@ -400,6 +403,9 @@ impl ServeConfig {
         }
         if self.kafka.inflight_bytes_per_connection_max > u32::MAX as usize {
             bail!("kafka.inflight_bytes_per_connection_max must be below 4 GiB");
+        }
+        if self.streams.reshards_per_second_max == 0 {
+            bail!("streams.reshards_per_second_max must be at least 1");
         }
         if self.kafka.fetch_bytes_max == 0 || self.kafka.fetch_bytes_max > i32::MAX as usize {
             bail!("kafka.fetch_bytes_max must be between 1 and 2147483647");
@@ -570,6 +576,7 @@ impl ServeConfig {
             decompressed_batch_bytes_max: self.storage.decompressed_batch_bytes_max,
             scaling_factor_max: self.streams.scaling_factor_max,
             scalings_per_day_max: self.streams.scalings_per_day_max,
+            reshards_per_second_max: self.streams.reshards_per_second_max,
             retention_check_interval_ms: self.streams.retention_check_interval_ms,
             tier,
             tier_upload_interval_ms: self.tier.upload_interval_ms,
