@@ -102,7 +102,12 @@ pub(crate) async fn open_tier(config: &TierConfig, data_dir: &Path) -> Result<Ti
     }
     if restoring && let Some(metadata) = shardline_meta::read_document(data_dir)? {
         for key in shard_keys(&metadata) {
-            tier.claim(&key).await.map_err(tier_error)?;
+            if let Err(error) = tier.claim(&key).await {
+                // Undo the restore, so that the next start restores (and claims) again
+                // instead of running unclaimed shards, fenced by their old owner.
+                let _ = std::fs::remove_file(shardline_meta::document_path(data_dir));
+                return Err(tier_error(error));
+            }
         }
     }
     Ok(tier)
@@ -666,11 +671,23 @@ impl Broker {
 
     /// Deletes a stream's objects.
     pub(crate) async fn delete_remote_stream(&self, info: &StreamInfo) -> Result<(), Error> {
-        if let Some(tier) = &self.inner.tier {
-            tier.delete_prefix(&stream_key(info))
-                .await
-                .map_err(tier_error)?;
+        let Some(tier) = &self.inner.tier else {
+            return Ok(());
+        };
+        // Not ours to delete if another server took any of its shards over.
+        for shard in &info.shards {
+            let key = shard_key(info, shard.index);
+            let manifest = tier.manifest(&key).await.map_err(tier_error)?;
+            if let Some(owner) = manifest.owner.as_deref()
+                && owner != tier.owner()
+            {
+                warn!(stream = %info.name, shard = shard.index, owner, "the stream's objects belong to another server now (restored from the bucket); leaving them");
+                return Ok(());
+            }
         }
+        tier.delete_prefix(&stream_key(info))
+            .await
+            .map_err(tier_error)?;
         Ok(())
     }
 

@@ -395,14 +395,18 @@ impl Segment {
 
     /// Makes the segment's data durable and persists its indexes atomically, for a roll
     /// or a clean shutdown. The caller fsyncs the directory.
-    pub(crate) fn seal(&self, dir: &Path) -> Result<(), Error> {
+    /// `sync` fsyncs the data file (the log's guarded fsync, see `shard_log`).
+    pub(crate) fn seal(
+        &self,
+        dir: &Path,
+        sync: impl FnOnce(&File, &Path) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         // A failed write may have left bytes past the last whole batch; a sealed file
         // must be exactly what its index describes, or the next open would reject it.
         self.file
             .set_len(self.size_bytes)
             .map_err(Error::io("truncating", &self.log_path))?;
-        crate::faults::sync_data(&self.file, &self.log_path)
-            .map_err(Error::io("syncing", &self.log_path))?;
+        sync(&self.file, &self.log_path)?;
         self.write_index_files(dir, layout::write_atomically)
     }
 

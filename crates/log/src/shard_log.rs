@@ -19,8 +19,8 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use shardline_core::batch::BatchHeader;
@@ -42,8 +42,46 @@ pub struct ShardLog {
     /// Set by [`ShardLog::close`]: the clean-shutdown marker now vouches for the files, so
     /// nothing may be appended any more.
     closed: bool,
-    /// Set by the first failed write or fsync (shared with every [`SyncHandle`]).
-    failed: Arc<AtomicBool>,
+    /// Set by the first failed write or fsync; shared with every [`SyncHandle`].
+    failed: Arc<Fsyncs>,
+}
+
+/// What every fsync of one log goes through: a lock, so that no two of them run at once,
+/// and the failed flag, checked and set under it. Linux reports a writeback error to
+/// only one fsync of a file: without the lock, a roll's fsync could take the error and a
+/// group commit's fsync racing it return success (acknowledging lost pages), or the
+/// other way round a roll could seal a segment whose pages were lost.
+#[derive(Debug, Default)]
+struct Fsyncs {
+    lock: Mutex<()>,
+    failed: AtomicBool,
+}
+
+impl Fsyncs {
+    fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// fsyncs `file` unless the log has failed; a failure fails the log.
+    fn sync(&self, file: &File, path: &Path, dir: &Path) -> Result<(), Error> {
+        let _one_at_a_time = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.is_failed() {
+            return Err(Error::Failed {
+                path: dir.to_path_buf(),
+            });
+        }
+        crate::faults::sync_data(file, path).map_err(|error| {
+            self.mark_failed();
+            Error::io("syncing", path)(error)
+        })
+    }
 }
 
 /// Where an appended batch landed.
@@ -89,8 +127,9 @@ pub struct SegmentInfo {
 pub struct SyncHandle {
     file: Arc<File>,
     path: PathBuf,
+    dir: PathBuf,
     next_offset: u64,
-    failed: Arc<AtomicBool>,
+    failed: Arc<Fsyncs>,
 }
 
 impl SyncHandle {
@@ -106,10 +145,7 @@ impl SyncHandle {
     /// An error marks the log failed (see the module docs): a failed fsync can drop
     /// dirty pages, so a retry proves nothing.
     pub fn sync(self) -> Result<u64, Error> {
-        if let Err(error) = crate::faults::sync_data(&self.file, &self.path) {
-            self.failed.store(true, Ordering::Release);
-            return Err(Error::io("syncing", self.path)(error));
-        }
+        self.failed.sync(&self.file, &self.path, &self.dir)?;
         Ok(self.next_offset)
     }
 }
@@ -191,7 +227,7 @@ impl ShardLog {
             segments,
             _lock: lock,
             closed: false,
-            failed: Arc::new(AtomicBool::new(false)),
+            failed: Arc::new(Fsyncs::default()),
         })
     }
 
@@ -276,7 +312,9 @@ impl ShardLog {
 
     fn try_roll(&mut self, now_ms: i64) -> Result<(), Error> {
         let active = self.active();
-        active.seal(&self.dir)?;
+        active.seal(&self.dir, |file, path| {
+            self.failed.sync(file, path, &self.dir)
+        })?;
         let segment = Segment::create(
             &self.dir,
             active.next_offset(),
@@ -314,6 +352,7 @@ impl ShardLog {
         SyncHandle {
             file: Arc::clone(active.file()),
             path: active.log_path().to_path_buf(),
+            dir: self.dir.clone(),
             next_offset: active.next_offset(),
             failed: Arc::clone(&self.failed),
         }
@@ -453,28 +492,31 @@ impl ShardLog {
         if self.is_failed() {
             return Err(self.failed_error());
         }
-        self.closed = true;
         let sealed = self
             .active()
-            .seal(&self.dir)
+            .seal(&self.dir, |file, path| {
+                self.failed.sync(file, path, &self.dir)
+            })
             // The indexes' renames must be durable before the marker vouches for them.
             .and_then(|()| layout::sync_dir(&self.dir));
         if let Err(error) = sealed {
             return Err(self.fail(error));
         }
+        // Closed only now: a close whose seal failed must not count as done.
+        self.closed = true;
         layout::write_clean_shutdown(&self.dir)?;
         layout::sync_dir(&self.dir)
     }
 
     /// Whether a write or fsync of this log has failed (see the module docs).
     pub fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.failed.is_failed()
     }
 
     /// Marks the log failed: its owner saw a storage error this log could not (one
     /// outside it, or one it wants treated as fatal). Reads go on working.
     pub fn mark_failed(&self) {
-        self.failed.store(true, Ordering::Release);
+        self.failed.mark_failed();
     }
 
     fn failed_error(&self) -> Error {

@@ -110,7 +110,10 @@ impl Inner {
     }
 
     /// The stored manifest and how to replace it conditionally.
-    async fn load_manifest(&self, shard_key: &str) -> Result<(Manifest, PutMode), Error> {
+    pub(crate) async fn load_manifest(
+        &self,
+        shard_key: &str,
+    ) -> Result<(Manifest, PutMode), Error> {
         let key = Layout::manifest_key(shard_key);
         match self.bucket.get(&key).await? {
             None => Ok((Manifest::default(), PutMode::Create)),

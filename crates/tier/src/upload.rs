@@ -220,7 +220,18 @@ pub(crate) async fn upload_segment(
         // Definite refusals: the manifest will never list these objects. (After any
         // other error the put may have landed, so the objects must stay.)
         Err(error @ (Error::Fenced { .. } | Error::NotContiguous { .. })) => {
-            discard(inner, &remote).await;
+            // Unless an earlier attempt of this very call did land (its answer lost, the
+            // retry refused) and the manifest, now someone else's, lists these objects.
+            let listed = match inner.load_manifest(shard_key).await {
+                Ok((manifest, _)) => manifest
+                    .segments
+                    .iter()
+                    .any(|segment| segment.log_key == remote.log_key),
+                Err(_) => true,
+            };
+            if !listed {
+                discard(inner, &remote).await;
+            }
             return Err(error);
         }
         Err(error) => return Err(error),

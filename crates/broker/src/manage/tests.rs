@@ -887,6 +887,10 @@ async fn a_server_restored_from_the_bucket_fences_the_original() {
         append(&second, "t", 0, now, &[&value]).await;
     }
     assert_eq!(second.tier_pass(now).await.unwrap(), 1);
+    // Deleting the stream on the fenced server leaves the new owner's objects alone.
+    first.delete_stream("t").await.unwrap();
+    tier.sync_cache().await;
+    assert!(second.read("t", 0, 0, 1 << 20).await.is_ok());
     first.shutdown().await;
     second.shutdown().await;
 }

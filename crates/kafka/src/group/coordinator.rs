@@ -95,9 +95,6 @@ impl Registry {
         }
     }
 
-    /// After any call on `group_id`: runs what is already due, forgets a deleted group,
-    /// and files the group's next deadline. Returns true if that deadline is now the
-    /// earliest, so the timer task must wake.
     /// Whether one more group fits under `limit`. At the limit, groups without members
     /// are forgotten first: they hold only a generation counter (their committed offsets
     /// live in the broker), so a new group may take their place.
@@ -105,11 +102,15 @@ impl Registry {
         if self.groups.len() < limit {
             return true;
         }
+        // Idle: Empty with no member half-way through its first join (KIP-394), so
+        // forgetting it loses nothing a client still relies on. Only as many as needed.
+        let room_needed = self.groups.len() + 1 - limit;
         let empty: Vec<String> = self
             .groups
             .iter()
-            .filter(|(_, group)| group.state() == GroupState::Empty)
+            .filter(|(_, group)| group.is_idle())
             .map(|(id, _)| id.clone())
+            .take(room_needed)
             .collect();
         for group_id in empty {
             self.groups.remove(&group_id);
@@ -121,6 +122,9 @@ impl Registry {
         self.groups.len() < limit
     }
 
+    /// After any call on `group_id`: runs what is already due, forgets a deleted group,
+    /// and files the group's next deadline. Returns true if that deadline is now the
+    /// earliest, so the timer task must wake.
     fn settle(&mut self, group_id: &str, now_ms: i64) -> bool {
         let mut next = None;
         let mut forget = false;
@@ -741,6 +745,27 @@ mod tests {
             codes::NONE
         );
         assert_eq!(coordinator.state_of("g1"), None);
+        broker.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_group_half_way_through_its_first_join_is_not_forgotten_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GroupConfig {
+            groups_max: 1,
+            ..fast()
+        };
+        let (coordinator, broker) = coordinator(dir.path(), config).await;
+        // KIP-394: the first join only hands out a member id; the group is Empty.
+        let first = coordinator.join("g1", join_request("", 60_000)).await;
+        assert_eq!(first.error_code, codes::MEMBER_ID_REQUIRED);
+        let other = coordinator.join("g2", join_request("", 60_000)).await;
+        assert_eq!(other.error_code, codes::COORDINATOR_NOT_AVAILABLE);
+        // The member comes back with its id and joins.
+        let joined = coordinator
+            .join("g1", join_request(&first.member_id, 60_000))
+            .await;
+        assert_eq!(joined.error_code, codes::NONE);
         broker.shutdown().await;
     }
 

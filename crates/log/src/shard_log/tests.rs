@@ -879,6 +879,21 @@ fn a_failed_sync_while_rolling_fails_the_log() {
     assert_eq!(fixture.log.segments().len(), 1, "no segment was started");
 }
 
+/// Linux reports a writeback error to one fsync only: once a roll's fsync took it, a
+/// group commit's fsync of the same file must not report success (acknowledging pages
+/// that may be lost) even though the kernel would now say 0.
+#[test]
+fn a_group_commit_after_a_roll_took_the_fsync_error_does_not_succeed() {
+    let mut fixture = Fixture::new(small_config());
+    fixture.append(record_batch(1, 3, 10), 1);
+    let group_commit = fixture.log.sync_handle();
+    crate::faults::inject(fixture.dir.path(), crate::faults::Fault::SyncFails);
+    assert!(fixture.log.roll_now(2).is_err());
+    crate::faults::clear(fixture.dir.path());
+    let synced = group_commit.sync();
+    assert!(matches!(synced, Err(Error::Failed { .. })), "{synced:?}");
+}
+
 /// A full disk is not a failure of the log: the batch is refused, nothing stored is
 /// touched, and appends go on once there is space, at the offset the refused one would
 /// have had. What half-reached the file is overwritten, or cut off at recovery.
