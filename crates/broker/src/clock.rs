@@ -101,9 +101,8 @@ mod tests {
             .create_stream("t", 1, BTreeMap::new(), false)
             .await
             .unwrap();
-        // Five splits in one instant: each splits the newest child's range again.
-        let mut shard = 0;
-        for _ in 0..5 {
+        // The middle of an open shard's range: where it is split.
+        let middle_of = |shard: u32| {
             let range = broker
                 .open_shards("t")
                 .unwrap()
@@ -111,17 +110,18 @@ mod tests {
                 .find(|open| open.index == shard)
                 .unwrap()
                 .range;
-            let middle = range.start + (range.end - range.start) / 2 + 1;
-            shard = broker.split_shard("t", shard, middle).await.unwrap().1;
+            range.start + (range.end - range.start) / 2 + 1
+        };
+        // Five splits in one instant: each splits the newest child's range again.
+        let mut shard = 0;
+        for _ in 0..5 {
+            shard = broker
+                .split_shard("t", shard, middle_of(shard))
+                .await
+                .unwrap()
+                .1;
         }
-        let range = broker
-            .open_shards("t")
-            .unwrap()
-            .into_iter()
-            .find(|open| open.index == shard)
-            .unwrap()
-            .range;
-        let middle = range.start + (range.end - range.start) / 2 + 1;
+        let middle = middle_of(shard);
         let refused = broker.split_shard("t", shard, middle).await.unwrap_err();
         assert_eq!(refused.kind(), crate::ErrorKind::LimitExceeded);
         assert!(

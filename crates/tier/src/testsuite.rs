@@ -483,6 +483,28 @@ async fn documents(base: &TierConfig) {
     ));
 }
 
+/// Reads `segment` in small steps from its start; the error that stops the reads (one
+/// must, before the segment's end).
+async fn read_until_error(tier: &Tier, shard: &str, segment: &crate::RemoteSegment) -> Error {
+    let mut offset = segment.base_offset;
+    loop {
+        assert!(
+            offset < segment.next_offset,
+            "read to the end without an error"
+        );
+        match tier.read(shard, offset, segment.next_offset, 4000).await {
+            Ok(bytes) => {
+                let last = shardline_core::batch::Batches::new(&bytes, true)
+                    .map(|batch| batch.unwrap().0.last_offset())
+                    .last()
+                    .expect("a read below the segment's end returns a batch");
+                offset = last as u64 + 1;
+            }
+            Err(error) => return error,
+        }
+    }
+}
+
 /// An object replaced by other well-formed batches (every batch CRC valid) is found by
 /// the whole-object CRC once all its blocks were fetched, and refused from then on.
 async fn replaced_object(base: &TierConfig, log: &LocalLog) {
@@ -503,24 +525,7 @@ async fn replaced_object(base: &TierConfig, log: &LocalLog) {
         .await
         .unwrap();
     let fresh = open(base, |_| {}).await;
-    let mut offset = segment.base_offset;
-    let error = loop {
-        match fresh.read(shard, offset, segment.next_offset, 4000).await {
-            Ok(bytes) if bytes.is_empty() => panic!("read to the end without noticing"),
-            Ok(bytes) => {
-                let last = shardline_core::batch::Batches::new(&bytes, true)
-                    .map(|batch| batch.unwrap().0.last_offset())
-                    .last()
-                    .unwrap();
-                offset = last as u64 + 1;
-                assert!(
-                    offset < segment.next_offset,
-                    "read to the end without noticing"
-                );
-            }
-            Err(error) => break error,
-        }
-    };
+    let error = read_until_error(&fresh, shard, segment).await;
     assert!(
         matches!(&error, Error::RemoteCorrupt { key, reason, .. }
             if key == &segment.log_key && reason.contains("CRC-32C")),
@@ -578,19 +583,7 @@ async fn corruption_and_missing_objects(base: &TierConfig, log: &LocalLog) {
         .await
         .unwrap();
     let fresh = open(base, |_| {}).await;
-    let mut offset = segment.base_offset;
-    let error = loop {
-        match fresh.read(shard, offset, u64::MAX, 4000).await {
-            Ok(bytes) => {
-                let last = shardline_core::batch::Batches::new(&bytes, true)
-                    .map(|batch| batch.unwrap().0.last_offset())
-                    .last()
-                    .unwrap();
-                offset = last as u64 + 1;
-            }
-            Err(error) => break error,
-        }
-    };
+    let error = read_until_error(&fresh, shard, segment).await;
     assert!(matches!(error, Error::RemoteCorrupt { .. }), "{error:?}");
     assert!(matches!(
         fresh.verify_segment(segment).await,
