@@ -126,6 +126,7 @@ pub(crate) async fn run_all(base: TierConfig) {
     documents(&base).await;
     corruption_and_missing_objects(&base, &log).await;
     replaced_object(&base, &log).await;
+    fencing(&base, &log).await;
     stale_uploads(&base).await;
     multipart(&base).await;
     tracing::info!(
@@ -481,6 +482,42 @@ async fn documents(base: &TierConfig) {
         tier.put_document("bad name", Bytes::new()).await,
         Err(Error::InvalidName { .. })
     ));
+}
+
+/// Another owner claims a shard: the old owner's next upload is fenced, its objects are
+/// deleted (the manifest does not list them), and everything listed stays.
+async fn fencing(base: &TierConfig, log: &LocalLog) {
+    let shard = "fenced/shard-0";
+    let sealed = log.sealed();
+    let (last, earlier) = sealed.split_last().unwrap();
+    let old_owner = open(base, |_| {}).await;
+    for (_, segment) in earlier {
+        old_owner.upload_segment(shard, segment).await.unwrap();
+    }
+    let new_owner = open(base, |config| config.owner = "00000000000000b0".to_owned()).await;
+    new_owner.claim(shard).await.unwrap();
+    let refused = old_owner.upload_segment(shard, &last.1).await;
+    assert!(
+        matches!(&refused, Err(Error::Fenced { owner, .. }) if owner == "00000000000000b0"),
+        "{refused:?}"
+    );
+    let bucket = new_owner.inner.bucket.clone();
+    let listed = bucket.list(&Layout::shard_dir(shard)).await.unwrap();
+    assert!(
+        !listed
+            .iter()
+            .any(|key| { Layout::segment_base_offset(key) == Some(last.1.base_offset) }),
+        "the refused upload left objects: {listed:?}"
+    );
+    let manifest = new_owner.manifest(shard).await.unwrap();
+    assert_eq!(manifest.segments.len(), earlier.len());
+    for segment in &manifest.segments {
+        for key in segment.keys() {
+            assert!(listed.iter().any(|listed| listed == key), "{key} is gone");
+        }
+    }
+    // The new owner goes on where the log ends.
+    new_owner.upload_segment(shard, &last.1).await.unwrap();
 }
 
 /// Reads `segment` in small steps from its start; the error that stops the reads (one
