@@ -584,4 +584,6 @@ impl ShardLog {
 }
 
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;
