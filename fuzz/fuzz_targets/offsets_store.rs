@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardline_meta::{OffsetStore, OffsetStoreConfig};
+use shardline_meta::{CommittedOffset, OffsetRecord, OffsetStore, OffsetStoreConfig};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
@@ -19,5 +19,24 @@ fuzz_target!(|data: &[u8]| {
         bytes,
     )
     .expect("write");
-    let _ = OffsetStore::open(dir.path(), OffsetStoreConfig::default());
+    let Ok(mut store) = OffsetStore::open(dir.path(), OffsetStoreConfig::default()) else {
+        return;
+    };
+    let commit = OffsetRecord::Commit {
+        group: "fuzz".to_owned(),
+        stream: "s".to_owned(),
+        shard: 0,
+        committed: CommittedOffset {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 1,
+        },
+    };
+    store
+        .append(&[commit])
+        .expect("a store that opened takes a commit");
+    store.sync_handle().sync().expect("and syncs it");
+    let committed = &store.offsets()["fuzz"][&("s".to_owned(), 0)];
+    assert_eq!(committed.offset, 42);
 });
