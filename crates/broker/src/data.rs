@@ -71,7 +71,7 @@ impl Broker {
         }
         let slot = &stream.shards[index];
         slot.shard.check_failed()?;
-        let sender = lock(&slot.queue).clone();
+        let sender = slot.queue.load_full();
         let Some(sender) = sender else {
             return Err(self.closed_queue(&stream.info.name, index as u32).await);
         };
@@ -301,11 +301,7 @@ impl Broker {
         }
         tokio::task::spawn_blocking(move || {
             let high_watermark = shard.high_watermark();
-            let found = shard
-                .log
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .offset_for_timestamp(timestamp_ms)?;
+            let found = shard.view().offset_for_timestamp(timestamp_ms)?;
             Ok(found.filter(|offset| *offset < high_watermark))
         })
         .await

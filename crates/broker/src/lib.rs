@@ -43,7 +43,7 @@ mod tiering;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -201,7 +201,9 @@ impl PendingAppend {
 /// is replaced whole whenever the stream's metadata changes.
 struct ShardSlot {
     shard: Arc<Shard>,
-    queue: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    /// The writer's queue; `None` while the shard has no writer. Loaded without a lock
+    /// on every append; a loaded sender keeps the queue open until it is dropped.
+    queue: arc_swap::ArcSwapOption<mpsc::Sender<AppendRequest>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -215,7 +217,11 @@ struct Inner {
     config: BrokerConfig,
     cluster_id: String,
     meta: Mutex<MetaStore>,
-    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Every stream, as one immutable map that readers load without a lock; a change
+    /// edits a copy and swaps it in (see [`Broker::edit_streams`]).
+    streams: arc_swap::ArcSwap<BTreeMap<String, Arc<Stream>>>,
+    /// Serialises edits of `streams` (readers never take it).
+    streams_edit: Mutex<()>,
     /// Serialises changes to stream metadata (create, delete, reshard, configs, tags), so
     /// each reads the stream it changes and saves it without a concurrent change between.
     admin: tokio::sync::Mutex<()>,
@@ -298,10 +304,7 @@ fn fresh_id(seed: &str) -> [u8; 16] {
 impl Inner {
     /// Whether `stream` exists and has a shard `shard` (closed shards count).
     fn check_shard(&self, stream: &str, shard: u32) -> Result<(), Error> {
-        let streams = self
-            .streams
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let streams = self.streams.load();
         let found = streams
             .get(stream)
             .ok_or_else(|| Error::UnknownStream(stream.to_owned()))?;
@@ -322,18 +325,19 @@ impl Broker {
         self.inner.config.clock.now_ms()
     }
 
-    fn streams_ref(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Stream>>> {
-        self.inner
-            .streams
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Every stream as of now: no lock, no waiting for a change in progress.
+    fn streams_ref(&self) -> Arc<BTreeMap<String, Arc<Stream>>> {
+        self.inner.streams.load_full()
     }
 
-    fn streams_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Stream>>> {
-        self.inner
-            .streams
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Applies `edit` to a copy of the stream map and swaps the copy in. The copy costs
+    /// one reference count per stream, paid only by metadata changes.
+    fn edit_streams<R>(&self, edit: impl FnOnce(&mut BTreeMap<String, Arc<Stream>>) -> R) -> R {
+        let _one_edit_at_a_time = lock(&self.inner.streams_edit);
+        let mut streams = BTreeMap::clone(&self.inner.streams.load());
+        let result = edit(&mut streams);
+        self.inner.streams.store(Arc::new(streams));
+        result
     }
 
     fn start_stream(&self, info: StreamInfo, dir: PathBuf, shards: Vec<Shard>) -> Arc<Stream> {
@@ -364,7 +368,7 @@ impl Broker {
         };
         Arc::new(ShardSlot {
             shard,
-            queue: Mutex::new(queue),
+            queue: arc_swap::ArcSwapOption::from(queue.map(Arc::new)),
             writer: Mutex::new(writer),
         })
     }
@@ -374,7 +378,7 @@ impl Broker {
     fn restart_writer(&self, slot: &ShardSlot) {
         let (sender, receiver) = mpsc::channel(self.inner.config.shard_queue_depth);
         let writer = tokio::spawn(shard::run_writer(Arc::clone(&slot.shard), receiver));
-        *lock(&slot.queue) = Some(sender);
+        slot.queue.store(Some(Arc::new(sender)));
         *lock(&slot.writer) = Some(writer);
     }
 
@@ -562,12 +566,7 @@ impl Broker {
             }
             for stream in streams {
                 for slot in &stream.shards {
-                    let mut log = slot
-                        .shard
-                        .log
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    match log.close() {
+                    match slot.shard.with_log(ShardLog::close) {
                         Ok(()) => {}
                         Err(shardline_log::Error::Failed { .. }) => {
                             warn!(stream = %stream.info.name, shard = slot.shard.index, "shard had a storage failure: not marked clean, its next start scans it");
@@ -587,7 +586,7 @@ impl Broker {
 async fn stop_writers(stream: &Stream) {
     for slot in &stream.shards {
         // Dropping the sender ends the writer once the queue is drained.
-        drop(lock(&slot.queue).take());
+        drop(slot.queue.swap(None));
         let writer = lock(&slot.writer).take();
         if let Some(writer) = writer {
             let _ = writer.await;

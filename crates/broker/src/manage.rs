@@ -71,8 +71,7 @@ impl Broker {
             dir,
             shards: slots,
         });
-        self.streams_mut()
-            .insert(stream.info.name.clone(), Arc::clone(&stream));
+        self.edit_streams(|map| map.insert(stream.info.name.clone(), Arc::clone(&stream)));
         Ok(stream)
     }
 
@@ -443,22 +442,20 @@ impl Broker {
         // Close the parents: no more appends, drain what is queued, note where they end.
         for parent in parents {
             let slot = Arc::clone(&current.shards[*parent as usize]);
-            drop(lock(&slot.queue).take());
+            drop(slot.queue.swap(None));
             let writer = lock(&slot.writer).take();
             if let Some(writer) = writer {
                 let _ = writer.await;
             }
             let shard = Arc::clone(&slot.shard);
             let ending = tokio::task::spawn_blocking(move || {
-                let mut log = shard
-                    .log
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                // Seal everything so retention can delete the whole shard later.
-                if let Err(error) = log.roll_now(now) {
-                    warn!(%error, "could not seal a closed shard's active segment");
-                }
-                log.next_offset()
+                shard.with_log(|log| {
+                    // Seal everything so retention can delete the whole shard later.
+                    if let Err(error) = log.roll_now(now) {
+                        warn!(%error, "could not seal a closed shard's active segment");
+                    }
+                    log.next_offset()
+                })
             })
             .await;
             let ending = match ending {
@@ -527,7 +524,7 @@ impl Broker {
     ) {
         for parent in parents {
             let slot = &current.shards[*parent as usize];
-            if lock(&slot.queue).is_none() {
+            if slot.queue.load().is_none() {
                 self.restart_writer(slot);
             }
         }
@@ -535,7 +532,7 @@ impl Broker {
             let Some(slot) = slots.get(*child as usize) else {
                 continue;
             };
-            drop(lock(&slot.queue).take());
+            drop(slot.queue.swap(None));
             let writer = lock(&slot.writer).take();
             if let Some(writer) = writer {
                 let _ = writer.await;
@@ -583,47 +580,45 @@ impl Broker {
                 let _tiering = slot.shard.tiering.lock().await;
                 let shard = Arc::clone(&slot.shard);
                 let deleted = tokio::task::spawn_blocking(move || -> Result<usize, Error> {
-                    let mut log = shard
-                        .log
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let segments = log.segments();
-                    let expired = |max: Option<i64>| max.is_some_and(|max| max < cutoff);
-                    if let Some(active) = segments.last()
-                        && active.size_bytes > 0
-                        && expired(active.max_timestamp)
-                    {
-                        match log.roll_now(now_ms) {
-                            Ok(_) => {}
-                            // A closed log (shutdown under way): leave it for the next pass.
-                            Err(shardline_log::Error::Closed { .. }) => return Ok(0),
-                            // A failed log is never sealed (its next open scans it), but
-                            // its sealed segments may still expire below.
-                            Err(shardline_log::Error::Failed { .. }) => {}
-                            Err(error) => return Err(error.into()),
-                        }
-                    }
-                    let segments = log.segments();
-                    let total: u64 = segments.iter().map(|segment| segment.size_bytes).sum();
-                    let mut over = local_bytes_max.map(|max| total.saturating_sub(max));
-                    // Oldest first, by age or size; the active segment always stays.
-                    let keep_from = segments
-                        .iter()
-                        .take_while(|segment| {
-                            let go = !segment.active
-                                && (expired(segment.max_timestamp)
-                                    || over_by_at_least(over, segment.size_bytes));
-                            if go {
-                                over = over.map(|over| over.saturating_sub(segment.size_bytes));
+                    shard.with_log(|log| {
+                        let segments = log.segments();
+                        let expired = |max: Option<i64>| max.is_some_and(|max| max < cutoff);
+                        if let Some(active) = segments.last()
+                            && active.size_bytes > 0
+                            && expired(active.max_timestamp)
+                        {
+                            match log.roll_now(now_ms) {
+                                Ok(_) => {}
+                                // A closed log (shutdown under way): leave it for the next pass.
+                                Err(shardline_log::Error::Closed { .. }) => return Ok(0),
+                                // A failed log is never sealed (its next open scans it), but
+                                // its sealed segments may still expire below.
+                                Err(shardline_log::Error::Failed { .. }) => {}
+                                Err(error) => return Err(error.into()),
                             }
-                            go
-                        })
-                        .last()
-                        .map(|segment| segment.next_offset);
-                    match keep_from {
-                        Some(offset) => Ok(log.delete_segments_before(offset)?),
-                        None => Ok(0),
-                    }
+                        }
+                        let segments = log.segments();
+                        let total: u64 = segments.iter().map(|segment| segment.size_bytes).sum();
+                        let mut over = local_bytes_max.map(|max| total.saturating_sub(max));
+                        // Oldest first, by age or size; the active segment always stays.
+                        let keep_from = segments
+                            .iter()
+                            .take_while(|segment| {
+                                let go = !segment.active
+                                    && (expired(segment.max_timestamp)
+                                        || over_by_at_least(over, segment.size_bytes));
+                                if go {
+                                    over = over.map(|over| over.saturating_sub(segment.size_bytes));
+                                }
+                                go
+                            })
+                            .last()
+                            .map(|segment| segment.next_offset);
+                        match keep_from {
+                            Some(offset) => Ok(log.delete_segments_before(offset)?),
+                            None => Ok(0),
+                        }
+                    })
                 })
                 .await
                 .map_err(|error| Error::Internal(format!("retention task failed: {error}")))

@@ -38,7 +38,8 @@ impl Broker {
                 config,
                 cluster_id,
                 meta: Mutex::new(meta),
-                streams: RwLock::new(BTreeMap::new()),
+                streams: arc_swap::ArcSwap::from_pointee(BTreeMap::new()),
+                streams_edit: Mutex::new(()),
                 admin: tokio::sync::Mutex::new(()),
                 offsets: Arc::new(Offsets::new(offset_store)),
                 offsets_queue: Mutex::new(Some(offsets_sender)),
@@ -58,8 +59,7 @@ impl Broker {
                 snapshots: Mutex::new(tiering::Snapshots::default()),
             }),
         };
-        {
-            let mut map = broker.streams_mut();
+        broker.edit_streams(|map| {
             for (name, info, dir, shards) in streams {
                 let stream = broker.start_stream(info, dir, shards);
                 for slot in &stream.shards {
@@ -70,7 +70,7 @@ impl Broker {
                 }
                 map.insert(name, stream);
             }
-        }
+        });
         let offsets_writer = tokio::spawn(offsets::run_writer(
             Arc::clone(&broker.inner.offsets),
             Arc::downgrade(&broker.inner),

@@ -7,17 +7,21 @@
 //! form the next group: that is group commit, and it is why an fsync per request is not
 //! paid on a busy shard.
 //!
-//! Readers take the log's read lock only for positioned reads, never during fsync, and see
-//! records only below the high watermark, so a consumer never reads a record that a crash
-//! could still take back.
+//! The log itself is the writer's: it sits behind a mutex that only the writer and the
+//! maintenance passes (rolls, retention, close) take, always off the runtime. Readers
+//! never take it: after every change the owner publishes an immutable [`LogView`]
+//! (`arc-swap`), which readers load without a lock and read with positioned reads, so no
+//! read waits for an append or a roll's fsyncs. Readers see records only below the high
+//! watermark, so a consumer never reads a record that a crash could still take back.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use shardline_core::batch::BatchHeader;
 use shardline_core::throttle::TokenBucket;
-use shardline_log::ShardLog;
+use shardline_log::{LogView, ShardLog};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, warn};
 
@@ -53,14 +57,17 @@ pub(crate) struct AppendRequest {
 pub(crate) struct Shard {
     pub(crate) stream: String,
     pub(crate) index: u32,
-    pub(crate) log: RwLock<ShardLog>,
+    /// The writer's side of the log (see the module docs): never locked on the runtime.
+    log: Mutex<ShardLog>,
+    /// What readers use: the log as of its last change.
+    view: ArcSwap<LogView>,
     producers: Mutex<ProducerStates>,
     /// Next offset a consumer may not yet read: everything below is durable.
     high_watermark: AtomicU64,
     /// Fetch requests waiting for this shard to grow.
     waiters: Mutex<Vec<Arc<Notify>>>,
     /// Set after a storage failure; every later append and read fails with it.
-    failure: Mutex<Option<String>>,
+    failure: std::sync::OnceLock<String>,
     flush: FlushPolicy,
     /// Per-shard throughput limits (Kinesis' 1 MiB/s and 1,000 records/s in, 2 MiB/s out).
     limits: Mutex<Limits>,
@@ -146,11 +153,12 @@ impl Shard {
         Shard {
             stream,
             index,
-            log: RwLock::new(log),
+            view: ArcSwap::from_pointee(log.view()),
+            log: Mutex::new(log),
             producers: Mutex::new(producers),
             high_watermark: AtomicU64::new(high_watermark),
             waiters: Mutex::new(Vec::new()),
-            failure: Mutex::new(None),
+            failure: std::sync::OnceLock::new(),
             flush,
             limits: Mutex::new(Limits::new(config, now_ms)),
             reroute: tokio::sync::Mutex::new(()),
@@ -258,14 +266,25 @@ impl Shard {
 
     /// The first offset held on local disk.
     pub(crate) fn log_start_offset(&self) -> u64 {
-        self.log
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .log_start_offset()
+        self.view.load().log_start_offset()
+    }
+
+    /// The log as of its last change, for readers: no lock, no waiting.
+    pub(crate) fn view(&self) -> Arc<LogView> {
+        self.view.load_full()
+    }
+
+    /// Runs `change` on the log, then publishes the log's new state to readers. Blocking
+    /// (it may wait for the writer's group, and `change` does I/O): call off the runtime.
+    pub(crate) fn with_log<R>(&self, change: impl FnOnce(&mut ShardLog) -> R) -> R {
+        let mut log = lock(&self.log);
+        let result = change(&mut log);
+        self.view.store(Arc::new(log.view()));
+        result
     }
 
     pub(crate) fn check_failed(&self) -> Result<(), Error> {
-        match lock(&self.failure).as_ref() {
+        match self.failure.get() {
             Some(reason) => Err(self.failed_error(reason.clone())),
             None => Ok(()),
         }
@@ -281,7 +300,7 @@ impl Shard {
 
     fn fail(&self, reason: String) {
         error!(stream = %self.stream, shard = self.index, %reason, "shard storage failed; shard is now unavailable");
-        lock(&self.failure).get_or_insert(reason);
+        let _first_reason_stays = self.failure.set(reason);
     }
 
     /// Registers `notify` to be woken at the next high-watermark change.
@@ -313,11 +332,10 @@ impl Shard {
     /// larger than that, never past the high watermark. Blocking: call off the runtime.
     pub(crate) fn read_blocking(&self, offset: u64, max_bytes: usize) -> Result<Bytes, Error> {
         self.check_failed()?;
+        // The view is published before the high watermark moves, so one loaded after
+        // reading the watermark holds everything below it.
         let high_watermark = self.high_watermark();
-        let log = self
-            .log
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let log = self.view();
         let log_start_offset = log.log_start_offset();
         if offset < log_start_offset || offset > high_watermark {
             let first = self
@@ -337,25 +355,21 @@ impl Shard {
 
     /// Appends one group of requests and answers them. Blocking: call off the runtime.
     pub(crate) fn write_group_blocking(&self, group: Vec<AppendRequest>) {
-        if let Some(reason) = lock(&self.failure).clone() {
+        if let Some(reason) = self.failure.get().cloned() {
             for request in group {
                 let _ = request.reply.send(Err(self.failed_error(reason.clone())));
             }
             return;
         }
         let mut answered = Vec::with_capacity(group.len());
-        let sync_handle = {
-            let mut log = self
-                .log
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sync_handle = self.with_log(|log| {
             let mut producers = lock(&self.producers);
             for mut request in group {
                 // After a fatal log error the rest of the group is refused, not written
                 // to a log in an unknown state.
-                let outcome = match lock(&self.failure).clone() {
+                let outcome = match self.failure.get().cloned() {
                     Some(reason) => Err(self.failed_error(reason)),
-                    None => self.append_one(&mut log, &mut producers, &mut request),
+                    None => self.append_one(log, &mut producers, &mut request),
                 };
                 if let Err(Error::Log(error)) = &outcome
                     && error.is_fatal()
@@ -368,7 +382,7 @@ impl Shard {
                 answered.push((request.reply, outcome));
             }
             log.sync_handle()
-        };
+        });
         let durable_next_offset = match self.flush {
             FlushPolicy::EveryAppend => match sync_handle.sync() {
                 Ok(offset) => offset,
@@ -438,11 +452,7 @@ impl Shard {
 
     /// fsyncs everything written so far (the background flush of [`FlushPolicy::Interval`]).
     pub(crate) fn sync_now_blocking(&self) {
-        let handle = self
-            .log
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .sync_handle();
+        let handle = lock(&self.log).sync_handle();
         if let Err(error) = handle.sync() {
             self.fail(error.to_string());
         }

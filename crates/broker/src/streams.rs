@@ -96,10 +96,7 @@ impl Broker {
             .await
             .map_err(|error| Error::Internal(format!("create task failed: {error}")))??;
         let stream = self.start_stream(info.clone(), dir, shards);
-        {
-            let mut map = self.streams_mut();
-            map.insert(info.name.clone(), stream);
-        }
+        self.edit_streams(|map| map.insert(info.name.clone(), stream));
         info!(stream = %info.name, shards = info.shards.len(), "stream created");
         Ok(info)
     }
@@ -134,8 +131,7 @@ impl Broker {
         let _busy = self.begin_change(name, StreamStatus::Deleting)?;
         let _admin = self.inner.admin.lock().await;
         let stream = self
-            .streams_mut()
-            .remove(name)
+            .edit_streams(|map| map.remove(name))
             .ok_or_else(|| Error::UnknownStream(name.to_owned()))?;
         let broker = self.clone();
         let removing = name.to_owned();
@@ -150,7 +146,7 @@ impl Broker {
         .and_then(|saved| saved.map_err(Error::from));
         if let Err(error) = saved {
             // The stream stays, serving as before; the caller may try again.
-            self.streams_mut().insert(name.to_owned(), stream);
+            self.edit_streams(|map| map.insert(name.to_owned(), stream));
             return Err(error);
         }
         // After the stream left the map, so no commit to it can be written after this.

@@ -203,16 +203,10 @@ pub struct VerifyProgress {
 /// Deletes the shard's local segments whose records all lie below `offset` (off the
 /// runtime: it removes files).
 async fn delete_local_before(shard: Arc<crate::shard::Shard>, offset: u64) -> Result<usize, Error> {
-    tokio::task::spawn_blocking(move || {
-        shard
-            .log
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .delete_segments_before(offset)
-    })
-    .await
-    .map_err(|error| Error::Internal(format!("local delete task failed: {error}")))?
-    .map_err(Error::from)
+    tokio::task::spawn_blocking(move || shard.with_log(|log| log.delete_segments_before(offset)))
+        .await
+        .map_err(|error| Error::Internal(format!("local delete task failed: {error}")))?
+        .map_err(Error::from)
 }
 
 /// The sealed segments of `segments` at or past `uploaded_to` (the backlog).
@@ -235,12 +229,7 @@ impl Broker {
         for stream in self.streams_ref().values() {
             for slot in &stream.shards {
                 let uploaded_to = slot.shard.remote_range().map_or(0, |(_, next)| next);
-                let segments = slot
-                    .shard
-                    .log
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .segments();
+                let segments = slot.shard.view().segments();
                 let shard = backlog_of(&segments, uploaded_to);
                 backlog.segments += shard.segments;
                 backlog.bytes += shard.bytes;
@@ -286,10 +275,7 @@ impl Broker {
                 None => None,
             };
             let (segments, local_start) = {
-                let log = shard
-                    .log
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let log = shard.view();
                 (log.segments(), log.log_start_offset())
             };
             let backlog = match &remote {
@@ -509,11 +495,7 @@ impl Broker {
             return Ok(0);
         }
         let key = shard_key(&stream.info, index);
-        let segments = shard
-            .log
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .segments();
+        let segments = shard.view().segments();
         let mut uploaded_to = shard.remote_range().map(|(_, next)| next);
         let mut uploaded = 0;
         for segment in segments
@@ -618,9 +600,7 @@ impl Broker {
             let remote_next = manifest.next_offset().unwrap_or(0);
             let local_only: u64 = slot
                 .shard
-                .log
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .view()
                 .segments()
                 .iter()
                 .filter(|segment| segment.next_offset > remote_next)

@@ -38,6 +38,8 @@
 
 use std::fmt;
 
+use crate::entries::Entries;
+
 /// Size of the file header before the entries.
 const FILE_HEADER_LEN: usize = 56;
 const VERSION: u16 = 1;
@@ -338,29 +340,59 @@ impl OffsetIndexFile {
     /// Where to start walking to find the batch holding `relative_offset`: the last
     /// indexed batch starting at or before it, as (relative offset, position).
     pub fn floor_of_offset(&self, relative_offset: u64) -> (u64, u64) {
-        floor_of_offset(&self.entries, relative_offset)
+        floor_of_offset(&self.entries[..], relative_offset)
     }
 
     /// A position from which on every batch has a relative offset of at least
     /// `relative_offset`, if the index knows one.
     pub fn position_bound(&self, relative_offset: u64) -> Option<u64> {
-        position_bound(&self.entries, relative_offset)
+        position_bound(&self.entries[..], relative_offset)
     }
 }
 
-fn floor_of_offset(entries: &[OffsetEntry], relative_offset: u64) -> (u64, u64) {
+/// What the lookups need of a sorted entry list: a slice (a decoded file) or
+/// [`Entries`] (a live index).
+trait Sorted<T> {
+    fn partition_point(&self, pred: impl FnMut(&T) -> bool) -> usize;
+    fn get(&self, at: usize) -> Option<&T>;
+}
+
+impl<T> Sorted<T> for [T] {
+    fn partition_point(&self, pred: impl FnMut(&T) -> bool) -> usize {
+        <[T]>::partition_point(self, pred)
+    }
+
+    fn get(&self, at: usize) -> Option<&T> {
+        <[T]>::get(self, at)
+    }
+}
+
+impl<T: Copy> Sorted<T> for Entries<T> {
+    fn partition_point(&self, pred: impl FnMut(&T) -> bool) -> usize {
+        Entries::partition_point(self, pred)
+    }
+
+    fn get(&self, at: usize) -> Option<&T> {
+        Entries::get(self, at)
+    }
+}
+
+fn floor_of_offset(
+    entries: &(impl Sorted<OffsetEntry> + ?Sized),
+    relative_offset: u64,
+) -> (u64, u64) {
     let after =
         entries.partition_point(|entry| u64::from(entry.relative_offset) <= relative_offset);
-    match after.checked_sub(1) {
-        Some(at) => (
-            u64::from(entries[at].relative_offset),
-            u64::from(entries[at].position),
-        ),
+    match after.checked_sub(1).and_then(|at| entries.get(at)) {
+        Some(entry) => (u64::from(entry.relative_offset), u64::from(entry.position)),
         None => (0, 0),
     }
 }
 
-fn position_bound(entries: &[OffsetEntry], relative_offset: u64) -> Option<u64> {
+fn position_bound(
+    entries: &(impl Sorted<OffsetEntry> + ?Sized),
+    relative_offset: u64,
+) -> Option<u64> {
     let at = entries.partition_point(|entry| u64::from(entry.relative_offset) < relative_offset);
     entries.get(at).map(|entry| u64::from(entry.position))
 }
@@ -374,11 +406,13 @@ pub(crate) fn decode_time_index(
 
 /// A segment's two sparse indexes in memory, grown batch by batch as the segment is
 /// written (or rebuilt by a scan, which uses the same rule, so both give equal indexes).
+/// A clone is cheap and does not change when the original grows: it is what a reader's
+/// snapshot of the log holds.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct SegmentIndex {
     interval_bytes: u64,
-    offsets: Vec<OffsetEntry>,
-    times: Vec<TimeEntry>,
+    offsets: Entries<OffsetEntry>,
+    times: Entries<TimeEntry>,
     /// Bytes of batches since (and including) the last indexed batch.
     bytes_since_entry: u64,
     /// Largest batch `max_timestamp` seen so far.
@@ -402,8 +436,8 @@ impl SegmentIndex {
     pub(crate) fn new(interval_bytes: u32) -> SegmentIndex {
         SegmentIndex {
             interval_bytes: u64::from(interval_bytes),
-            offsets: Vec::new(),
-            times: Vec::new(),
+            offsets: Entries::default(),
+            times: Entries::default(),
             bytes_since_entry: 0,
             max_timestamp: None,
         }
@@ -420,8 +454,8 @@ impl SegmentIndex {
         let last_position = offsets.last().map_or(0, |entry| u64::from(entry.position));
         SegmentIndex {
             interval_bytes: u64::from(interval_bytes),
-            offsets,
-            times,
+            offsets: Entries::from_vec(offsets),
+            times: Entries::from_vec(times),
             bytes_since_entry: summary.log_size_bytes - last_position,
             max_timestamp: summary.max_timestamp,
         }
@@ -458,12 +492,12 @@ impl SegmentIndex {
         self.max_timestamp
     }
 
-    pub(crate) fn offset_entries(&self) -> &[OffsetEntry] {
-        &self.offsets
+    pub(crate) fn offset_entries(&self) -> Vec<OffsetEntry> {
+        self.offsets.iter().copied().collect()
     }
 
-    pub(crate) fn time_entries(&self) -> &[TimeEntry] {
-        &self.times
+    pub(crate) fn time_entries(&self) -> Vec<TimeEntry> {
+        self.times.iter().copied().collect()
     }
 
     /// Where to start walking to find the batch holding `relative_offset`: the last
@@ -485,8 +519,8 @@ impl SegmentIndex {
         let after = self
             .times
             .partition_point(|entry| entry.timestamp_ms < timestamp_ms);
-        match after.checked_sub(1) {
-            Some(at) => self.floor_of_offset(u64::from(self.times[at].relative_offset)),
+        match after.checked_sub(1).and_then(|at| self.times.get(at)) {
+            Some(entry) => self.floor_of_offset(u64::from(entry.relative_offset)),
             None => (0, 0),
         }
     }

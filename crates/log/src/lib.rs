@@ -20,7 +20,11 @@
 //!
 //! - [`ShardLog`] (`shard_log`): the public API, recovery, rolling, reads across
 //!   segments, [`SyncHandle`] for group commit, retention by whole segments.
-//! - `segment`: one segment's `.log` file, positioned reads and writes, the recovery scan.
+//! - `segment`: one segment's `.log` file, positioned writes, batch walking, the
+//!   recovery scan.
+//! - [`LogView`] (`view`): an immutable snapshot of a log that readers use without the
+//!   log itself, and the reads across segments; `entries`: the chunked entry list that
+//!   makes a snapshot of a growing index cheap.
 //! - `index`: the two index formats (the one place they are encoded and decoded) and
 //!   in-memory lookups; [`OffsetIndexFile`] decodes an `.index` file for readers outside
 //!   the crate (the tier's remote copies).
@@ -33,15 +37,18 @@
 //! Depends on core only.
 
 mod config;
+mod entries;
 mod error;
 pub mod faults;
 mod index;
 mod layout;
 mod segment;
 mod shard_log;
+mod view;
 
 pub use config::LogConfig;
 pub use error::{CorruptReason, Error, InvalidBatch};
 pub use index::{IndexFileError, OffsetIndexFile};
 pub use layout::SegmentFile;
 pub use shard_log::{AppendInfo, SegmentInfo, ShardLog, SyncHandle};
+pub use view::LogView;

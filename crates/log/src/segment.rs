@@ -11,19 +11,20 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use shardline_core::batch::{BatchError, BatchHeader, HEADER_LEN, assign_base_offset};
+use shardline_core::batch::{BatchError, BatchHeader, assign_base_offset};
 
 use crate::index::{self, SegmentIndex, SegmentSummary};
 use crate::layout::{self, SegmentFile};
+use crate::view::SegmentView;
 use crate::{CorruptReason, Error};
 
 /// How much a recovery scan reads per call.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 /// How much a lookup reads per call before it knows how much it wants.
-const LOOKUP_CHUNK_BYTES: usize = 32 << 10;
+pub(crate) const LOOKUP_CHUNK_BYTES: usize = 32 << 10;
 
 /// What the caller of [`Segment::open`] knows about the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,21 +49,16 @@ pub(crate) enum IndexSource {
     Rebuilt,
 }
 
-/// One segment of a shard's log.
+/// One segment of a shard's log: what readers see of it (`data`, of which they get
+/// clones), plus what only the writer needs.
 #[derive(Debug)]
 pub(crate) struct Segment {
-    base_offset: u64,
-    next_offset: u64,
-    size_bytes: u64,
-    created_ms: i64,
-    index: SegmentIndex,
-    log_path: PathBuf,
-    file: Arc<File>,
+    data: SegmentView,
     pub(crate) index_source: IndexSource,
 }
 
 /// Result of looking at the bytes at one position.
-enum Step {
+pub(crate) enum Step {
     Batch(BatchHeader),
     End,
     Damaged(CorruptReason),
@@ -71,7 +67,7 @@ enum Step {
 }
 
 /// A sliding buffer over `[.., limit)` of a segment file, for walking batches.
-struct BatchWindow<'a> {
+pub(crate) struct BatchWindow<'a> {
     file: &'a File,
     path: &'a Path,
     /// Bytes at or past this position are never read.
@@ -80,14 +76,19 @@ struct BatchWindow<'a> {
     start: u64,
     buffer: Vec<u8>,
     /// When refilling, read at least this far past the batch being parsed.
-    read_ahead_bytes: usize,
+    pub(crate) read_ahead_bytes: usize,
     /// Bytes from this position on are kept when the window slides (they will be returned).
-    keep_from: Option<u64>,
+    pub(crate) keep_from: Option<u64>,
     verify_crc: bool,
 }
 
 impl<'a> BatchWindow<'a> {
-    fn new(segment: &'a Segment, limit: u64, read_ahead_bytes: usize, verify_crc: bool) -> Self {
+    pub(crate) fn new(
+        segment: &'a SegmentView,
+        limit: u64,
+        read_ahead_bytes: usize,
+        verify_crc: bool,
+    ) -> Self {
         BatchWindow {
             file: &segment.file,
             path: &segment.log_path,
@@ -107,7 +108,7 @@ impl<'a> BatchWindow<'a> {
     /// Parses the batch starting at `position` (which must be at or after the window's
     /// start), reading more of the file as the parser asks for it, unless the batch turns
     /// out to be larger than `max_batch_bytes` (then [`Step::TooLarge`], without reading it).
-    fn batch_at(&mut self, position: u64, max_batch_bytes: u64) -> Result<Step, Error> {
+    pub(crate) fn batch_at(&mut self, position: u64, max_batch_bytes: u64) -> Result<Step, Error> {
         if position >= self.limit {
             return Ok(Step::End);
         }
@@ -181,7 +182,7 @@ impl<'a> BatchWindow<'a> {
     }
 
     /// The bytes `[from, to)`, which must lie inside the window.
-    fn bytes(&self, from: u64, to: u64) -> &[u8] {
+    pub(crate) fn bytes(&self, from: u64, to: u64) -> &[u8] {
         &self.buffer[(from - self.start) as usize..(to - self.start) as usize]
     }
 }
@@ -221,21 +222,23 @@ impl Segment {
             .open(&log_path)
             .map_err(Error::io("creating", &log_path))?;
         let segment = Segment {
-            base_offset,
-            next_offset: base_offset,
-            size_bytes: 0,
-            created_ms: now_ms,
-            index: SegmentIndex::new(index_interval_bytes),
-            log_path,
-            file: Arc::new(file),
+            data: SegmentView {
+                base_offset,
+                next_offset: base_offset,
+                size_bytes: 0,
+                created_ms: now_ms,
+                index: SegmentIndex::new(index_interval_bytes),
+                log_path: log_path.into(),
+                file: Arc::new(file),
+            },
             index_source: IndexSource::Created,
         };
         // Only so that `created_ms` survives a crash; a torn copy is detected and ignored.
         let written = segment.write_index_files(dir, layout::write_best_effort);
         if let Err(error) = written {
             // Leaving the .log would put a file at an offset later appends may pass.
-            if let Err(cleanup) = fs::remove_file(&segment.log_path) {
-                tracing::warn!(path = %segment.log_path.display(), error = %cleanup,
+            if let Err(cleanup) = fs::remove_file(&*segment.data.log_path) {
+                tracing::warn!(path = %segment.data.log_path.display(), error = %cleanup,
                     "could not remove segment after failing to create its indexes");
             }
             return Err(error);
@@ -263,15 +266,17 @@ impl Segment {
             .len();
         let persisted = load_index_files(dir, base_offset);
         let mut segment = Segment {
-            base_offset,
-            next_offset: base_offset,
-            size_bytes: file_bytes,
-            created_ms: persisted
-                .as_ref()
-                .map_or(now_ms, |persisted| persisted.summary.created_ms),
-            index: SegmentIndex::new(index_interval_bytes),
-            log_path,
-            file: Arc::new(file),
+            data: SegmentView {
+                base_offset,
+                next_offset: base_offset,
+                size_bytes: file_bytes,
+                created_ms: persisted
+                    .as_ref()
+                    .map_or(now_ms, |persisted| persisted.summary.created_ms),
+                index: SegmentIndex::new(index_interval_bytes),
+                log_path: log_path.into(),
+                file: Arc::new(file),
+            },
             index_source: IndexSource::Loaded,
         };
         let usable = persisted.filter(|persisted| {
@@ -288,8 +293,8 @@ impl Segment {
             mode != OpenMode::Recover && matches
         });
         if let Some(persisted) = usable {
-            segment.next_offset = persisted.summary.next_offset;
-            segment.index = SegmentIndex::from_entries(
+            segment.data.next_offset = persisted.summary.next_offset;
+            segment.data.index = SegmentIndex::from_entries(
                 index_interval_bytes,
                 &persisted.summary,
                 persisted.offsets,
@@ -301,9 +306,9 @@ impl Segment {
             return Err(segment.corrupt(u64::from(u32::MAX), CorruptReason::SegmentTooLarge));
         }
         let scan = segment.scan(index_interval_bytes)?;
-        segment.index = scan.index;
-        segment.next_offset = scan.next_offset;
-        segment.size_bytes = scan.valid_bytes;
+        segment.data.index = scan.index;
+        segment.data.next_offset = scan.next_offset;
+        segment.data.size_bytes = scan.valid_bytes;
         segment.index_source = IndexSource::Rebuilt;
         if let Some((position, reason)) = scan.damage {
             if mode == OpenMode::Sealed {
@@ -317,16 +322,17 @@ impl Segment {
                 "truncating torn or corrupt tail of the log"
             );
             segment
+                .data
                 .file
                 .set_len(position)
-                .and_then(|()| segment.file.sync_all())
-                .map_err(Error::io("truncating", &segment.log_path))?;
+                .and_then(|()| segment.data.file.sync_all())
+                .map_err(Error::io("truncating", &*segment.data.log_path))?;
         } else if mode == OpenMode::Recover {
             // After a crash the tail may be in the page cache only (written, never
             // synced, never acknowledged). It is about to be served as durable, so make
             // it so first.
-            crate::faults::sync_data(&segment.file, &segment.log_path)
-                .map_err(Error::io("syncing", &segment.log_path))?;
+            crate::faults::sync_data(&segment.data.file, &segment.data.log_path)
+                .map_err(Error::io("syncing", &*segment.data.log_path))?;
         } else if mode == OpenMode::Sealed {
             // Sealed segments never change again, so one rebuild should be the last.
             segment.write_index_files(dir, layout::write_atomically)?;
@@ -336,10 +342,10 @@ impl Segment {
 
     /// Reads the whole file, verifying every batch, and rebuilds the indexes.
     fn scan(&self, index_interval_bytes: u32) -> Result<Scan, Error> {
-        let mut window = BatchWindow::new(self, self.size_bytes, SCAN_CHUNK_BYTES, true);
+        let mut window = BatchWindow::new(&self.data, self.data.size_bytes, SCAN_CHUNK_BYTES, true);
         let mut index = SegmentIndex::new(index_interval_bytes);
         let mut position = 0;
-        let mut next_offset = self.base_offset;
+        let mut next_offset = self.data.base_offset;
         let damage = loop {
             let header = match window.batch_at(position, u64::MAX)? {
                 Step::End | Step::TooLarge => break None,
@@ -355,12 +361,12 @@ impl Segment {
                     },
                 ));
             }
-            let last_relative = header.last_offset() as u64 - self.base_offset;
+            let last_relative = header.last_offset() as u64 - self.data.base_offset;
             if last_relative > u64::from(u32::MAX) {
                 break Some((position, CorruptReason::SegmentTooLarge));
             }
             index.observe(
-                (next_offset - self.base_offset) as u32,
+                (next_offset - self.data.base_offset) as u32,
                 position as u32,
                 header.total_len() as u64,
                 header.max_timestamp,
@@ -384,12 +390,12 @@ impl Segment {
     ) -> Result<(), Error> {
         let summary = self.summary();
         write(
-            &SegmentFile::OffsetIndex.path(dir, self.base_offset),
-            &index::encode_offset_index(&summary, self.index.offset_entries()),
+            &SegmentFile::OffsetIndex.path(dir, self.data.base_offset),
+            &index::encode_offset_index(&summary, &self.data.index.offset_entries()),
         )?;
         write(
-            &SegmentFile::TimeIndex.path(dir, self.base_offset),
-            &index::encode_time_index(&summary, self.index.time_entries()),
+            &SegmentFile::TimeIndex.path(dir, self.data.base_offset),
+            &index::encode_time_index(&summary, &self.data.index.time_entries()),
         )
     }
 
@@ -403,10 +409,11 @@ impl Segment {
     ) -> Result<(), Error> {
         // A failed write may have left bytes past the last whole batch; a sealed file
         // must be exactly what its index describes, or the next open would reject it.
-        self.file
-            .set_len(self.size_bytes)
-            .map_err(Error::io("truncating", &self.log_path))?;
-        sync(&self.file, &self.log_path)?;
+        self.data
+            .file
+            .set_len(self.data.size_bytes)
+            .map_err(Error::io("truncating", &*self.data.log_path))?;
+        sync(&self.data.file, &self.data.log_path)?;
         self.write_index_files(dir, layout::write_atomically)
     }
 
@@ -418,200 +425,91 @@ impl Segment {
         header: &BatchHeader,
         now_ms: i64,
     ) -> Result<u64, Error> {
-        if self.size_bytes == 0 {
+        if self.data.size_bytes == 0 {
             // A segment's age counts from its first batch, so an idle empty segment is
             // not rolled (leaving a one-batch segment) the moment traffic resumes.
-            self.created_ms = now_ms;
+            self.data.created_ms = now_ms;
         }
-        let base_offset = self.next_offset;
+        let base_offset = self.data.next_offset;
         assign_base_offset(batch, base_offset as i64);
         debug_assert_eq!(
             BatchHeader::parse(batch).map(|stored| stored.base_offset),
             Ok(base_offset as i64),
             "the batch must carry the log end offset before it is written"
         );
-        let position = self.size_bytes;
+        let position = self.data.size_bytes;
         // A failed write leaves `size_bytes` where it was, so whatever part of the batch
         // reached the file is overwritten by the next append or cut off by a seal.
-        crate::faults::write_all_at(&self.file, batch, position, &self.log_path)
-            .map_err(Error::io("writing", &self.log_path))?;
-        self.index.observe(
-            (base_offset - self.base_offset) as u32,
+        crate::faults::write_all_at(&self.data.file, batch, position, &self.data.log_path)
+            .map_err(Error::io("writing", &*self.data.log_path))?;
+        self.data.index.observe(
+            (base_offset - self.data.base_offset) as u32,
             position as u32,
             batch.len() as u64,
             header.max_timestamp,
         );
-        self.size_bytes += batch.len() as u64;
-        self.next_offset = base_offset + u64::from(header.last_offset_delta as u32) + 1;
+        self.data.size_bytes += batch.len() as u64;
+        self.data.next_offset = base_offset + u64::from(header.last_offset_delta as u32) + 1;
         Ok(position)
-    }
-
-    /// Appends to `out` the stored batches from the one holding `offset` on, stopping
-    /// before any batch with records at or past `end_offset`, and before exceeding
-    /// `budget_bytes` unless `take_first` and nothing has been taken yet. Returns whether
-    /// the read reached the end of the segment (so the next segment may continue it).
-    pub(crate) fn read_into(
-        &self,
-        offset: u64,
-        end_offset: u64,
-        budget_bytes: usize,
-        take_first: bool,
-        verify_crc: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Error> {
-        let limit = if end_offset >= self.next_offset {
-            self.size_bytes
-        } else {
-            self.index
-                .position_bound(end_offset - self.base_offset)
-                .unwrap_or(self.size_bytes)
-        };
-        let (floor_relative, floor_position) =
-            self.index.floor_of_offset(offset - self.base_offset);
-        let mut window = BatchWindow::new(self, limit, LOOKUP_CHUNK_BYTES, verify_crc);
-        let mut expected = self.base_offset + floor_relative;
-        let mut position = floor_position;
-        // Find the batch holding `offset`.
-        loop {
-            let header = self.expect_batch(&mut window, position, expected, u64::MAX)?;
-            let Some(header) = header else {
-                return Err(self.corrupt(position, CorruptReason::OffsetMissing(offset)));
-            };
-            if header.last_offset() as u64 >= offset {
-                break;
-            }
-            position += header.total_len() as u64;
-            expected = header.last_offset() as u64 + 1;
-        }
-        let start = position;
-        window.keep_from = Some(start);
-        loop {
-            let taken = position - start;
-            // Read what the budget could still take in one go, not more.
-            window.read_ahead_bytes = budget_bytes.saturating_sub(taken as usize).max(HEADER_LEN);
-            // KIP-74: the first batch of a response goes out whole, whatever the budget.
-            let room = if take_first && taken == 0 {
-                u64::MAX
-            } else {
-                (budget_bytes as u64).saturating_sub(taken)
-            };
-            let Some(header) = self.expect_batch(&mut window, position, expected, room)? else {
-                break;
-            };
-            let batch_bytes = header.total_len() as u64;
-            if header.last_offset() as u64 >= end_offset || batch_bytes > room {
-                out.extend_from_slice(window.bytes(start, position));
-                return Ok(false);
-            }
-            position += batch_bytes;
-            expected = header.last_offset() as u64 + 1;
-        }
-        out.extend_from_slice(window.bytes(start, position));
-        Ok(position == self.size_bytes)
-    }
-
-    /// The batch at `position`, which must start at offset `expected`; `None` at the end
-    /// of the window or if the batch is larger than `max_batch_bytes`.
-    fn expect_batch(
-        &self,
-        window: &mut BatchWindow<'_>,
-        position: u64,
-        expected: u64,
-        max_batch_bytes: u64,
-    ) -> Result<Option<BatchHeader>, Error> {
-        match window.batch_at(position, max_batch_bytes)? {
-            Step::End | Step::TooLarge => Ok(None),
-            Step::Damaged(reason) => Err(self.corrupt(position, reason)),
-            Step::Batch(header) if header.base_offset as u64 != expected => Err(self.corrupt(
-                position,
-                CorruptReason::OffsetMismatch {
-                    expected,
-                    found: header.base_offset,
-                },
-            )),
-            Step::Batch(header) => Ok(Some(header)),
-        }
-    }
-
-    /// Base offset of the first batch whose `max_timestamp >= timestamp_ms`, if any.
-    pub(crate) fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, Error> {
-        if self
-            .index
-            .max_timestamp()
-            .is_none_or(|max| max < timestamp_ms)
-        {
-            return Ok(None);
-        }
-        let (floor_relative, floor_position) = self.index.floor_of_timestamp(timestamp_ms);
-        let mut window = BatchWindow::new(self, self.size_bytes, LOOKUP_CHUNK_BYTES, false);
-        let mut expected = self.base_offset + floor_relative;
-        let mut position = floor_position;
-        while let Some(header) = self.expect_batch(&mut window, position, expected, u64::MAX)? {
-            if header.max_timestamp >= timestamp_ms {
-                return Ok(Some(expected));
-            }
-            position += header.total_len() as u64;
-            expected = header.last_offset() as u64 + 1;
-        }
-        Ok(None)
     }
 
     /// Removes the index files, once the `.log` is gone (removing the `.log` first means a
     /// crash part-way leaves at worst index files without a log, which open() discards).
     pub(crate) fn remove_index_files(&self, dir: &Path) -> Result<(), Error> {
-        layout::remove_if_present(&SegmentFile::OffsetIndex.path(dir, self.base_offset))?;
-        layout::remove_if_present(&SegmentFile::TimeIndex.path(dir, self.base_offset))
+        layout::remove_if_present(&SegmentFile::OffsetIndex.path(dir, self.data.base_offset))?;
+        layout::remove_if_present(&SegmentFile::TimeIndex.path(dir, self.data.base_offset))
     }
 
     fn summary(&self) -> SegmentSummary {
         SegmentSummary {
-            base_offset: self.base_offset,
-            next_offset: self.next_offset,
-            log_size_bytes: self.size_bytes,
-            created_ms: self.created_ms,
-            max_timestamp: self.index.max_timestamp(),
+            base_offset: self.data.base_offset,
+            next_offset: self.data.next_offset,
+            log_size_bytes: self.data.size_bytes,
+            created_ms: self.data.created_ms,
+            max_timestamp: self.data.index.max_timestamp(),
         }
     }
 
     fn corrupt(&self, position: u64, reason: CorruptReason) -> Error {
-        Error::Corrupt {
-            segment_base_offset: self.base_offset,
-            position,
-            reason,
-        }
+        self.data.corrupt(position, reason)
+    }
+
+    /// What a reader's snapshot holds of this segment, as it is now.
+    pub(crate) fn view(&self) -> SegmentView {
+        self.data.clone()
     }
 
     pub(crate) fn base_offset(&self) -> u64 {
-        self.base_offset
+        self.data.base_offset
     }
 
     pub(crate) fn next_offset(&self) -> u64 {
-        self.next_offset
+        self.data.next_offset
     }
 
     pub(crate) fn size_bytes(&self) -> u64 {
-        self.size_bytes
+        self.data.size_bytes
     }
 
     pub(crate) fn created_ms(&self) -> i64 {
-        self.created_ms
-    }
-
-    pub(crate) fn max_timestamp(&self) -> Option<i64> {
-        self.index.max_timestamp()
+        self.data.created_ms
     }
 
     pub(crate) fn log_path(&self) -> &Path {
-        &self.log_path
+        &self.data.log_path
     }
 
     pub(crate) fn file(&self) -> &Arc<File> {
-        &self.file
+        &self.data.file
+    }
+
+    pub(crate) fn shared_log_path(&self) -> &Arc<Path> {
+        &self.data.log_path
     }
 
     #[cfg(test)]
     pub(crate) fn index(&self) -> &SegmentIndex {
-        &self.index
+        &self.data.index
     }
 }
 

@@ -28,6 +28,7 @@ use shardline_core::batch::BatchHeader;
 use crate::error::InvalidBatch;
 use crate::layout;
 use crate::segment::{OpenMode, Segment};
+use crate::view::{LogView, SegmentView};
 use crate::{CorruptReason, Error, LogConfig};
 
 /// One shard's log in a directory of its own. Reads take `&self`; writes `&mut self`.
@@ -37,6 +38,8 @@ pub struct ShardLog {
     config: LogConfig,
     /// Ascending and contiguous; never empty; the last one takes appends.
     segments: Vec<Segment>,
+    /// What snapshots share of every segment but the last (see [`ShardLog::view`]).
+    sealed_views: Arc<[SegmentView]>,
     /// Held for the flock on `.lock`.
     _lock: File,
     /// Set by [`ShardLog::close`]: the clean-shutdown marker now vouches for the files, so
@@ -126,7 +129,7 @@ pub struct SegmentInfo {
 #[must_use = "a SyncHandle does nothing until sync() is called"]
 pub struct SyncHandle {
     file: Arc<File>,
-    path: PathBuf,
+    path: Arc<Path>,
     dir: PathBuf,
     next_offset: u64,
     failed: Arc<Fsyncs>,
@@ -221,14 +224,17 @@ impl ShardLog {
         // Makes the marker's removal (and any new first segment) durable before appends
         // start: a marker that reappeared after a crash would skip recovery.
         layout::sync_dir(dir)?;
-        Ok(ShardLog {
+        let mut log = ShardLog {
             dir: dir.to_path_buf(),
             config,
             segments,
+            sealed_views: Arc::from(Vec::new()),
             _lock: lock,
             closed: false,
             failed: Arc::new(Fsyncs::default()),
-        })
+        };
+        log.refresh_sealed_views();
+        Ok(log)
     }
 
     /// Appends one record batch, assigning it the base offset [`next_offset`]
@@ -329,6 +335,7 @@ impl ShardLog {
             "rolled log segment"
         );
         self.segments.push(segment);
+        self.refresh_sealed_views();
         // The new file (and the sealed indexes' renames) must survive a crash before a
         // sync of the new segment can claim anything in it is durable.
         layout::sync_dir(&self.dir)
@@ -351,77 +358,30 @@ impl ShardLog {
         let active = self.active();
         SyncHandle {
             file: Arc::clone(active.file()),
-            path: active.log_path().to_path_buf(),
+            path: Arc::clone(active.shared_log_path()),
             dir: self.dir.clone(),
             next_offset: active.next_offset(),
             failed: Arc::clone(&self.failed),
         }
     }
 
-    /// Reads whole stored batches, starting with the batch that contains `offset` (which
-    /// may begin before it), up to but excluding any batch with records at or past
-    /// `end_offset` (a batch boundary such as the durable high watermark; it is clamped to
-    /// [`next_offset`](ShardLog::next_offset)). Returns at most `max_bytes`, except that
-    /// the first batch is always returned whole (KIP-74), and continues across segments.
-    /// Empty when `offset >= end_offset`.
-    ///
-    /// Every batch is checked for framing, magic and offset continuity (and CRC with
-    /// [`LogConfig::verify_crc_on_read`]); bad bytes are [`Error::Corrupt`], never returned.
-    pub fn read(&self, offset: u64, end_offset: u64, max_bytes: usize) -> Result<Bytes, Error> {
-        let next_offset = self.next_offset();
-        if offset < self.log_start_offset() || offset > next_offset {
-            return Err(Error::OffsetOutOfRange {
-                offset,
-                log_start_offset: self.log_start_offset(),
-                next_offset,
-            });
+    /// A snapshot for readers: see [`LogView`]. Take a new one after every change.
+    pub fn view(&self) -> LogView {
+        LogView {
+            sealed: Arc::clone(&self.sealed_views),
+            active: self.active().view(),
+            verify_crc: self.config.verify_crc_on_read,
         }
-        let end_offset = end_offset.min(next_offset);
-        let mut out = Vec::new();
-        if offset >= end_offset {
-            return Ok(Bytes::from(out));
-        }
-        let first = self
-            .segments
-            .partition_point(|segment| segment.base_offset() <= offset)
-            - 1;
-        let mut offset = offset;
-        for segment in &self.segments[first..] {
-            if offset >= end_offset {
-                break;
-            }
-            if offset >= segment.next_offset() {
-                // Empty segment (only the active one can be): nothing to take here.
-                continue;
-            }
-            let budget_bytes = max_bytes.saturating_sub(out.len());
-            let reached_end = segment.read_into(
-                offset,
-                end_offset,
-                budget_bytes,
-                out.is_empty(),
-                self.config.verify_crc_on_read,
-                &mut out,
-            )?;
-            if !reached_end {
-                break;
-            }
-            offset = segment.next_offset();
-        }
-        Ok(Bytes::from(out))
     }
 
-    /// The base offset of the first batch (in offset order) whose `max_timestamp` is at
-    /// least `ts_ms`, or `None` if there is none. Batch granularity: a client looking for
-    /// the first *record* at or after `ts_ms` skips earlier records of that batch itself,
-    /// as it does for fetches.
+    /// As [`LogView::read`] on a snapshot taken now.
+    pub fn read(&self, offset: u64, end_offset: u64, max_bytes: usize) -> Result<Bytes, Error> {
+        self.view().read(offset, end_offset, max_bytes)
+    }
+
+    /// As [`LogView::offset_for_timestamp`] on a snapshot taken now.
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<u64>, Error> {
-        for segment in &self.segments {
-            if let Some(offset) = segment.offset_for_timestamp(ts_ms)? {
-                return Ok(Some(offset));
-            }
-        }
-        Ok(None)
+        self.view().offset_for_timestamp(ts_ms)
     }
 
     /// The first offset the log still holds.
@@ -441,20 +401,13 @@ impl ShardLog {
 
     /// The segments, oldest first; the last is the active one.
     pub fn segments(&self) -> Vec<SegmentInfo> {
-        let last = self.segments.len() - 1;
-        self.segments
-            .iter()
-            .enumerate()
-            .map(|(number, segment)| SegmentInfo {
-                base_offset: segment.base_offset(),
-                next_offset: segment.next_offset(),
-                size_bytes: segment.size_bytes(),
-                created_ms: segment.created_ms(),
-                max_timestamp: segment.max_timestamp(),
-                path: segment.log_path().to_path_buf(),
-                active: number == last,
-            })
-            .collect()
+        self.view().segments()
+    }
+
+    /// Rebuilds the sealed segments' shared snapshot after the list changed.
+    fn refresh_sealed_views(&mut self) {
+        let sealed = &self.segments[..self.segments.len() - 1];
+        self.sealed_views = sealed.iter().map(Segment::view).collect();
     }
 
     /// Deletes the oldest segments whose records all lie below `offset`, never the active
@@ -473,7 +426,9 @@ impl ShardLog {
             layout::remove_if_present(self.segments[0].log_path())?;
             // Without its .log the segment is gone whatever happens to its indexes;
             // leftovers are removed at the next open.
-            self.segments.remove(0).remove_index_files(&self.dir)?;
+            let gone = self.segments.remove(0);
+            self.refresh_sealed_views();
+            gone.remove_index_files(&self.dir)?;
         }
         Ok(doomed)
     }
@@ -587,3 +542,5 @@ impl ShardLog {
 mod fault_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod view_tests;

@@ -426,7 +426,7 @@ async fn retention_bytes_bounds_the_local_log_oldest_first() {
     }
     broker.enforce_retention(now).await.unwrap();
     let (stream, index) = broker.shard("b", 0).unwrap();
-    let segments = stream.shards[index].shard.log.read().unwrap().segments();
+    let segments = stream.shards[index].shard.view().segments();
     let total: u64 = segments.iter().map(|segment| segment.size_bytes).sum();
     // Kafka's rule: never below the limit, and not one whole segment above it.
     assert!(
@@ -459,7 +459,7 @@ async fn retention_bytes_with_tiering_bounds_local_and_remote_together() {
     }
     let (stream, index) = broker.shard("t", 0).unwrap();
     let shard = Arc::clone(&stream.shards[index].shard);
-    let local = || shard.log.read().unwrap().segments();
+    let local = || shard.view().segments();
 
     // Nothing uploaded yet: the size bound may not delete what only the disk holds.
     broker.enforce_retention(now).await.unwrap();
